@@ -1,0 +1,7 @@
+"""Provides the bundled dashboard pages."""
+
+from django.apps import AppConfig
+
+
+class DashboardConfig(AppConfig):
+    name = "dashboard"

@@ -1,0 +1,21 @@
+"""Provides the ASGI application: HTTP (Django and the SSE stream) and WebSocket."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventhub.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from eventhub.origins import OriginGuard  # noqa: E402
+from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": URLRouter([*sse_urlpatterns, re_path(r"", django_asgi_app)]),
+        "websocket": OriginGuard(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -1,0 +1,23 @@
+"""Provides the HTTP URLs: API, health, schema, admin and dashboard."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from eventhub import health
+
+urlpatterns = [
+    path("api/v1/", include("streams.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
+]
+
+handler400 = "eventhub.exceptions.bad_request"
+handler403 = "eventhub.exceptions.permission_denied"
+handler404 = "eventhub.exceptions.not_found"
+handler500 = "eventhub.exceptions.server_error"

@@ -1,0 +1,253 @@
+"""Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, Throttled, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from streams import selectors, services
+from streams.envelope import Envelope, data_encode, event_id_parse
+from streams.ratelimit import buckets
+from streams.tokens import token_sign
+from streams.topics import PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Event data too large."
+    default_code = "too_large"
+
+
+def _depth(value, limit: int) -> bool:
+    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+class EventInputSerializer(serializers.Serializer):
+    topic = serializers.RegexField(TOPIC_RE, max_length=200)
+    type = serializers.RegexField(TYPE_RE, max_length=100, default="message")
+    data = serializers.JSONField(allow_null=True)
+
+    def validate(self, attrs):
+        data = attrs["data"]
+        if _depth(data, settings.EVENTHUB_MAX_DATA_DEPTH):
+            raise ValidationError({"data": [f"Nested deeper than {settings.EVENTHUB_MAX_DATA_DEPTH}."]})
+        encoded = data_encode(data)
+        if len(encoded) > settings.EVENTHUB_MAX_EVENT_BYTES:
+            raise PayloadTooLarge(
+                f"Event data is {len(encoded)} bytes encoded; the limit is "
+                f"{settings.EVENTHUB_MAX_EVENT_BYTES}."
+            )
+        return services.EventInput(topic=attrs["topic"], type=attrs["type"], data_json=encoded)
+
+
+class EventOutputSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    seq = serializers.IntegerField()
+    topic = serializers.CharField()
+    type = serializers.CharField()
+    received_at = serializers.DateTimeField()
+
+
+def _accepted(envelope: Envelope) -> dict:
+    return {
+        "id": envelope.id,
+        "seq": envelope.seq,
+        "topic": envelope.topic,
+        "type": envelope.type,
+        "received_at": envelope.received_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _publish(request, events: list[services.EventInput]) -> list[Envelope]:
+    principal = request.auth
+    if principal.publish_rate:
+        wait = buckets.take(
+            tenant_id=principal.tenant_id, rate=principal.publish_rate, count=len(events)
+        )
+        if wait:
+            raise Throttled(wait=wait, detail="Publish rate limit exceeded for this tenant.")
+    return services.event_publish(tenant_id=principal.tenant_id, events=events)
+
+
+class EventHistoryQuerySerializer(serializers.Serializer):
+    topic = serializers.CharField(required=False, max_length=201)
+    after = serializers.CharField(required=False, max_length=64)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+    def validate_topic(self, value: str) -> str:
+        if not pattern_valid(value):
+            raise ValidationError("Not a topic or a prefix ending in '*'.")
+        return value
+
+    def validate_after(self, value: str) -> int:
+        parsed = event_id_parse(value)
+        if parsed is None:
+            raise ValidationError("Not an event id.")
+        return parsed[0]
+
+
+def event_json(event) -> dict:
+    """An event of the log in the shape subscribers receive."""
+    return {
+        "type": "event",
+        "id": event.event_id,
+        "seq": event.seq,
+        "topic": event.topic,
+        "event": event.type,
+        "data": event.data,
+        "ts": event.received_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class EventsApi(APIView):
+    """`/api/v1/events`: POST publishes one event (scope publish); GET reads the log (history)."""
+
+    @property
+    def required_scope(self) -> str:
+        return "history" if self.request.method == "GET" else "publish"
+
+    @extend_schema(
+        operation_id="event_publish",
+        request=EventInputSerializer,
+        responses={202: EventOutputSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def post(self, request):
+        serializer = EventInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        (envelope,) = _publish(request, [serializer.validated_data])
+        return Response(_accepted(envelope), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        operation_id="event_history",
+        parameters=[EventHistoryQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "EventPage",
+                {
+                    "results": serializers.ListField(child=serializers.DictField()),
+                    "next": serializers.URLField(allow_null=True),
+                },
+            )
+        },
+    )
+    def get(self, request):
+        query = EventHistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        events = list(
+            selectors.event_history(
+                tenant_id=request.auth.tenant_id,
+                pattern=params.get("topic"),
+                after_seq=params.get("after", 0),
+                limit=params["limit"],
+            )
+        )
+        next_url = None
+        if len(events) == params["limit"]:
+            following = {"after": events[-1].event_id, "limit": params["limit"]}
+            if params.get("topic"):
+                following["topic"] = params["topic"]
+            next_url = request.build_absolute_uri(f"{request.path}?{urlencode(following)}")
+        return Response({"results": [event_json(e) for e in events], "next": next_url})
+
+
+class EventBatchPublishApi(APIView):
+    """`/api/v1/events/batch`: publishes several events, all or nothing, in order."""
+
+    required_scope = "publish"
+
+    class InputSerializer(serializers.Serializer):
+        events = serializers.ListField(child=EventInputSerializer(), allow_empty=False)
+
+        def validate_events(self, value):
+            if len(value) > settings.EVENTHUB_MAX_BATCH:
+                raise ValidationError(f"At most {settings.EVENTHUB_MAX_BATCH} events per batch.")
+            return value
+
+    @extend_schema(
+        operation_id="event_publish_batch",
+        request=InputSerializer,
+        responses={
+            202: inline_serializer(
+                "EventBatchAccepted", {"events": EventOutputSerializer(many=True)}
+            )
+        },
+    )
+    def post(self, request):
+        raw = request.data.get("events") if isinstance(request.data, dict) else None
+        if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
+            # Refuse an oversized batch before validating each of its events.
+            raise ValidationError(
+                {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
+            )
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        envelopes = _publish(request, serializer.validated_data["events"])
+        return Response(
+            {"events": [_accepted(e) for e in envelopes]}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+class TokenIssueApi(APIView):
+    """`/api/v1/tokens`: issues a signed subscriber token for browsers."""
+
+    required_scope = "subscribe"
+
+    class InputSerializer(serializers.Serializer):
+        topics = serializers.ListField(
+            child=serializers.RegexField(PATTERN_RE, max_length=201),
+            default=["*"],
+            allow_empty=False,
+            max_length=50,
+        )
+        ttl = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="token_issue", request=InputSerializer, responses={201: OutputSerializer}
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        principal = request.auth
+        token, expires_at = token_sign(
+            tenant_id=principal.tenant_id,
+            key_id=principal.key_id,
+            patterns=list(dict.fromkeys(serializer.validated_data["topics"])),
+            ttl=serializer.validated_data["ttl"],
+        )
+        expires = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+        return Response({"token": token, "expires_at": expires}, status=status.HTTP_201_CREATED)
+
+
+class StatsApi(APIView):
+    """`/api/v1/stats`: live numbers of the key's tenant."""
+
+    @extend_schema(
+        operation_id="stats",
+        responses={200: inline_serializer("Stats", {"connections": serializers.DictField()})},
+    )
+    def get(self, request):
+        return Response(selectors.tenant_stats(tenant_id=request.auth.tenant_id))

@@ -1,0 +1,1 @@
+"""Provides the subscriber consumers, one module per transport."""

@@ -1,0 +1,90 @@
+"""Provides the Server-Sent Events subscriber consumer."""
+
+import json
+import logging
+
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+
+from streams import runtime
+from streams.consumers.membership import HubMembershipMixin
+from streams.hub import Subscriber
+from streams.subscriptions import Refusal, subscription_admit, subscription_start
+
+logger = logging.getLogger(__name__)
+
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
+    """Streams a tenant's events to one EventSource client.
+
+    AsyncHttpConsumer ends the consumer as soon as `handle()` returns, and a `handle()` that
+    loops would block the consumer's other messages (`http.disconnect` above all). So this
+    consumer answers `http.request` by opening the stream and returning; the hub writes the
+    events, and the consumer lives on until `http.disconnect`.
+    """
+
+    # No per-connection channel: the hub writes to this consumer directly.
+    channel_layer_alias = "eventhub.none"
+
+    async def http_request(self, message) -> None:
+        """Called with the request (GET has no body to wait for): opens the stream or refuses."""
+        if message.get("more_body"):
+            return
+        if self.scope["method"] not in ("GET", "HEAD"):
+            await self._refuse(405, "Use GET.", extra=[(b"allow", b"GET")])
+            return
+        try:
+            admission = await subscription_admit(self.scope, last_event_id_header=True)
+            self.sub = Subscriber(
+                transport="sse",
+                tenant_id=admission.tenant_id,
+                key_id=admission.key_id,
+                patterns=admission.patterns,
+                send=self.base_send,
+                close=self._end_stream,
+            )
+            recovered, missed = await subscription_start(self.sub, admission)
+        except Refusal as refusal:
+            self.sub = None
+            extra = [(b"www-authenticate", b"Bearer")] if refusal.http_status == 401 else []
+            if refusal.http_status == 429:
+                extra.append((b"retry-after", b"5"))
+            await self._refuse(refusal.http_status, refusal.detail, extra=extra)
+            return
+        welcome = json.dumps(
+            {
+                "type": "welcome",
+                "connection_id": self.sub.connection_id,
+                "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
+                "recovered": recovered,
+            },
+            separators=(",", ":"),
+        )
+        opening = f"retry: 3000\n\nevent: welcome\ndata: {welcome}\n\n".encode()
+        opening += b"".join(envelope.sse_bytes() for envelope in missed)
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        await self.send_body(opening, more_body=True)
+        await runtime.get_hub().go_live(self.sub)
+
+    async def _refuse(self, status: int, detail: str, *, extra: list) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), *extra]
+        await self.send_response(status, body, headers=headers)
+        raise StopConsumer
+
+    async def _end_stream(self, code: int, reason: str) -> None:
+        """Ends the response; the server then sends http.disconnect, which stops the consumer."""
+        await self.send_body(b"", more_body=False)
+
+    async def http_disconnect(self, message) -> None:
+        """Called when the client goes away or the response has ended."""
+        if self.sub is not None:
+            await runtime.get_hub().unsubscribe(self.sub)
+        raise StopConsumer

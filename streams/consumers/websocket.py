@@ -1,0 +1,79 @@
+"""Provides the WebSocket subscriber consumer."""
+
+import json
+import logging
+import time
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from streams import runtime
+from streams.consumers.membership import HubMembershipMixin
+from streams.hub import Subscriber
+from streams.subscriptions import Refusal, subscription_admit, subscription_start
+
+logger = logging.getLogger(__name__)
+
+
+class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
+    """Streams a tenant's events to one WebSocket client.
+
+    It has no channel of its own: the process's hub writes event frames straight to it.
+    """
+
+    # No per-connection channel: the hub is the only member of the tenant group in this process.
+    channel_layer_alias = "eventhub.none"
+
+    async def connect(self) -> None:
+        """Called when the handshake arrives: admits the client, or accepts and closes with
+        the reason as a close code, so that a browser can tell why."""
+        await self.accept()
+        try:
+            admission = await subscription_admit(self.scope, last_event_id_header=False)
+            self.sub = Subscriber(
+                transport="websocket",
+                tenant_id=admission.tenant_id,
+                key_id=admission.key_id,
+                patterns=admission.patterns,
+                send=self.base_send,
+                close=self._close,
+            )
+            recovered, missed = await subscription_start(self.sub, admission)
+        except Refusal as refusal:
+            logger.info("websocket refused (%s): %s", refusal.close_code, refusal.detail)
+            await self.close(code=refusal.close_code, reason=refusal.detail[:120])
+            return
+        await self.send_json(
+            {
+                "type": "welcome",
+                "connection_id": self.sub.connection_id,
+                "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
+                "recovered": recovered,
+            }
+        )
+        for envelope in missed:
+            await self.send(text_data=envelope.frame)
+        await runtime.get_hub().go_live(self.sub)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.close(code=code, reason=reason)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """Called with each client frame; any frame proves the client alive."""
+        if self.sub is None:
+            return
+        self.sub.last_seen = time.monotonic()
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            await runtime.get_hub().close(self.sub, 4400, "frames must be JSON objects")
+            return
+        if message.get("type") == "ping":
+            await self.send(text_data='{"type":"pong"}')
+
+    async def disconnect(self, code) -> None:
+        """Called when the client or the network closes the socket."""
+        if self.sub is not None:
+            await runtime.get_hub().unsubscribe(self.sub)

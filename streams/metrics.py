@@ -1,0 +1,48 @@
+"""Provides the hub's counters: per-tenant numbers for /api/v1/stats and Prometheus metrics."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+@dataclass(slots=True)
+class TenantCounters:
+    accepted: int = 0
+    delivered: int = 0
+    persisted: int = 0
+
+
+tenant_counters: defaultdict[int, TenantCounters] = defaultdict(TenantCounters)
+
+CONNECTIONS = Gauge("eventhub_connections", "Live subscriber connections", ["transport"])
+EVENTS_ACCEPTED = Counter("eventhub_events_accepted", "Events accepted by publish")
+EVENTS_DELIVERED = Counter("eventhub_events_delivered", "Event frames written to subscribers")
+EVENTS_PERSISTED = Counter("eventhub_events_persisted", "Events written to the event log")
+BROADCAST_SECONDS = Histogram(
+    "eventhub_broadcast_duration_seconds",
+    "Time to hand one event to every matching local connection",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+PERSISTENCE_PENDING = Gauge("eventhub_persistence_pending", "Accepted events not yet in the log")
+PERSISTENCE_LAG = Gauge(
+    "eventhub_persistence_lag_seconds", "Age of the oldest accepted event not yet in the log"
+)
+CONNECTIONS_CLOSED = Counter(
+    "eventhub_connections_closed", "Connections closed by the hub", ["reason"]
+)
+
+
+def count_accepted(tenant_id: int, n: int) -> None:
+    tenant_counters[tenant_id].accepted += n
+    EVENTS_ACCEPTED.inc(n)
+
+
+def count_delivered(tenant_id: int, n: int) -> None:
+    tenant_counters[tenant_id].delivered += n
+    EVENTS_DELIVERED.inc(n)
+
+
+def count_persisted(tenant_id: int, n: int) -> None:
+    tenant_counters[tenant_id].persisted += n
+    EVENTS_PERSISTED.inc(n)

@@ -1,0 +1,29 @@
+"""Provides the persisted event log."""
+
+from django.db import models
+
+from tenants.models import Tenant
+
+
+class Event(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    event_id = models.CharField(max_length=40)
+    topic = models.CharField(max_length=200)
+    type = models.CharField(max_length=100)
+    data = models.JSONField()
+    received_at = models.DateTimeField()
+    persisted_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["tenant", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "seq"], name="event_tenant_seq_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "topic", "seq"], name="event_tenant_topic_seq"),
+            models.Index(fields=["received_at"], name="event_received_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.seq} {self.topic}"

@@ -1,0 +1,124 @@
+"""Provides the embedded persistence consumer: an in-process queue that a background task writes
+to the event log in batches, so that delivery never waits on storage."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from streams import metrics
+from streams.envelope import Envelope
+
+logger = logging.getLogger(__name__)
+
+KEY_USAGE_FLUSH_SECONDS = 10.0
+
+
+class LocalLogQueue:
+    """Holds accepted events until the writer task has committed them to the log.
+
+    Lives on the serving event loop; `put` is called there by the publish path, and the writer
+    runs the blocking database work in a thread of its own so requests never queue behind it.
+    """
+
+    def __init__(
+        self,
+        write_batch: Callable[[list[Envelope]], int],
+        flush_usage: Callable[[], int],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._write_batch = sync_to_async(write_batch, thread_sensitive=False)
+        self._flush_usage = sync_to_async(flush_usage, thread_sensitive=False)
+        self._queue: deque[Envelope] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Per tenant: receipt times of pending events, oldest first, for stats.
+        self._pending: defaultdict[int, deque[float]] = defaultdict(deque)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name="eventhub-log-writer")
+
+    def put(self, envelopes: list[Envelope]) -> None:
+        """Queues accepted events for the log; called on the loop, never blocks."""
+        self.start()
+        self._queue.extend(envelopes)
+        pending = self._pending[envelopes[0].tenant_id]
+        ts = envelopes[0].received_at.timestamp()
+        pending.extend(ts for _ in envelopes)
+        self._idle.clear()
+        self._wakeup.set()
+        metrics.PERSISTENCE_PENDING.inc(len(envelopes))
+
+    def pending(self, tenant_id: int) -> tuple[int, float]:
+        """Returns (events not yet in the log, age in seconds of the oldest one)."""
+        times = self._pending.get(tenant_id)
+        if not times:
+            return 0, 0.0
+        return len(times), max(0.0, time.time() - times[0])
+
+    async def drain(self, timeout: float = 30.0) -> bool:
+        """Waits until everything queued is in the log; True when it got there in time."""
+        if self._task is None:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            logger.error("event log drain timed out with %d events pending", len(self._queue))
+            return False
+        return True
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        batch_size = settings.EVENTHUB_PERSIST_BATCH
+        linger = settings.EVENTHUB_PERSIST_LINGER
+        next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), KEY_USAGE_FLUSH_SECONDS)
+            if self._queue and len(self._queue) < batch_size and linger > 0:
+                # A short linger turns a stream of single events into few transactions.
+                await asyncio.sleep(linger)
+            if self._queue:
+                batch = [self._queue.popleft() for _ in range(min(batch_size, len(self._queue)))]
+                await self._write(batch)
+            if time.monotonic() >= next_usage_flush:
+                next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
+                try:
+                    await self._flush_usage()
+                except Exception:
+                    logger.exception("could not record API key usage")
+
+    async def _write(self, batch: list[Envelope]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._write_batch(batch)
+                break
+            except asyncio.CancelledError:
+                self._queue.extendleft(reversed(batch))
+                raise
+            except Exception:
+                # Never drop an accepted event: keep the batch and retry with backoff.
+                logger.exception("event log write failed; retrying %d events", len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for envelope in batch:
+            self._pending[envelope.tenant_id].popleft()
+        metrics.PERSISTENCE_PENDING.dec(len(batch))

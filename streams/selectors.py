@@ -1,0 +1,44 @@
+"""Provides the reads of the streams app: the event log and live stats."""
+
+from django.db.models import Max, QuerySet
+
+from streams import metrics, runtime
+from streams.models import Event
+
+
+def event_log_last_seq(*, tenant_id: int) -> int:
+    """Highest seq in the tenant's persisted log (0 when empty); seeds the sequencer."""
+    return Event.objects.filter(tenant_id=tenant_id).aggregate(m=Max("seq"))["m"] or 0
+
+
+def event_history(
+    *, tenant_id: int, pattern: str | None, after_seq: int, limit: int
+) -> QuerySet[Event]:
+    """The tenant's persisted events after `after_seq`, oldest first, optionally by topic."""
+    events = Event.objects.filter(tenant_id=tenant_id, seq__gt=after_seq)
+    if pattern and pattern != "*":
+        if pattern.endswith("*"):
+            # A range, not LIKE: SQLite's LIKE ignores case, and topics are case-sensitive.
+            prefix = pattern[:-1]
+            events = events.filter(topic__gte=prefix, topic__lt=prefix + "\x7f")
+        else:
+            events = events.filter(topic=pattern)
+    return events.order_by("seq")[:limit]
+
+
+def tenant_stats(*, tenant_id: int) -> dict:
+    """Live numbers of one tenant in this process."""
+    hub = runtime.peek_hub()
+    connections = hub.count(tenant_id) if hub else {"websocket": 0, "sse": 0}
+    counters = metrics.tenant_counters[tenant_id]
+    log_queue = runtime.peek_log_queue()
+    pending, lag = log_queue.pending(tenant_id) if log_queue else (0, 0.0)
+    return {
+        "connections": connections,
+        "events": {
+            "accepted": counters.accepted,
+            "delivered": counters.delivered,
+            "persisted": counters.persisted,
+        },
+        "persistence": {"pending": pending, "lag_seconds": round(lag, 3)},
+    }

@@ -1,0 +1,149 @@
+"""Provides the admission of a subscriber: who it is, which topics it may have, where it resumes.
+
+Shared by the WebSocket and SSE consumers so that both transports refuse the same requests with
+the same reasons (close codes for the first, HTTP statuses for the second).
+"""
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from streams import runtime
+from streams.envelope import Envelope, event_id_parse
+from streams.hub import ConnectionLimitReached, Subscriber
+from streams.replay import events_after
+from streams.tokens import TokenExpired, TokenInvalid, token_verify
+from streams.topics import pattern_within, patterns_parse
+from tenants.authentication import bearer_key
+from tenants.selectors import Principal, aapi_key_principal, aapi_key_principal_by_id
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    tenant_id: int
+    key_id: int | None
+    patterns: tuple[str, ...]
+    last_event_id: str | None
+    max_connections: int | None
+
+
+class Refusal(Exception):
+    """Why a subscribe request is refused, for either transport."""
+
+    def __init__(self, close_code: int, http_status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.close_code = close_code
+        self.http_status = http_status
+        self.detail = detail
+
+
+def _unauthenticated(detail: str) -> Refusal:
+    return Refusal(4401, 401, detail)
+
+
+def _forbidden(detail: str) -> Refusal:
+    return Refusal(4403, 403, detail)
+
+
+def _bad_request(detail: str) -> Refusal:
+    return Refusal(4400, 400, detail)
+
+
+def _query(scope: dict) -> dict[str, str]:
+    try:
+        raw = scope.get("query_string", b"").decode("ascii")
+    except UnicodeDecodeError:
+        raise _bad_request("The query string is not ASCII.") from None
+    return {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+
+def _header(scope: dict, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value
+    return None
+
+
+def _check_principal(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise _unauthenticated("Unknown API key.")
+    if principal.revoked:
+        raise _unauthenticated("This API key has been revoked.")
+    if principal.expired:
+        raise _unauthenticated("This API key has expired.")
+    if not principal.tenant_active:
+        raise _forbidden("This tenant is suspended.")
+    if "subscribe" not in principal.scopes:
+        raise _forbidden("This API key lacks the 'subscribe' scope.")
+    return principal
+
+
+async def _authenticate(scope: dict, query: dict[str, str]) -> tuple[Principal, tuple[str, ...]]:
+    """Returns the principal and the patterns it may subscribe to."""
+    token = query.get("token")
+    if token:
+        try:
+            grant = token_verify(token)
+        except TokenExpired:
+            raise _unauthenticated("The token has expired.") from None
+        except TokenInvalid:
+            raise _unauthenticated("The token is invalid.") from None
+        principal = _check_principal(await aapi_key_principal_by_id(key_id=grant.key_id))
+        if principal.tenant_id != grant.tenant_id:
+            raise _unauthenticated("The token is invalid.")
+        return principal, grant.patterns
+    header = _header(scope, b"authorization")
+    raw_key = bearer_key(header) if header else None
+    if raw_key:
+        return _check_principal(await aapi_key_principal(raw_key=raw_key)), ("*",)
+    raise _unauthenticated("A token or an API key is required.")
+
+
+async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admission:
+    """Checks a subscribe request; raises Refusal with the reason when it is not allowed.
+
+    With `last_event_id_header` (SSE), a `Last-Event-ID` header wins over the parameter, as
+    browsers send it when EventSource reconnects.
+    """
+    query = _query(scope)
+    principal, allowed = await _authenticate(scope, query)
+    patterns = patterns_parse(query.get("topics"))
+    if patterns is None:
+        raise _bad_request("topics must be comma-separated topics or prefixes ending in '*'.")
+    last_event_id = query.get("last_event_id") or None
+    if last_event_id_header:
+        header = _header(scope, b"last-event-id")
+        if header:
+            last_event_id = header.decode("latin-1").strip() or last_event_id
+    if last_event_id is not None and event_id_parse(last_event_id) is None:
+        raise _bad_request("last_event_id is not an event id.")
+    outside = [p for p in patterns if not pattern_within(p, allowed)]
+    if outside:
+        raise _forbidden(f"Topics not allowed for this credential: {', '.join(outside)}")
+    return Admission(
+        tenant_id=principal.tenant_id,
+        key_id=principal.key_id,
+        patterns=patterns,
+        last_event_id=last_event_id,
+        max_connections=principal.max_connections,
+    )
+
+
+async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[bool, list[Envelope]]:
+    """Joins the hub in replay mode and returns (recovered, events to replay).
+
+    The caller sends the welcome and the replayed events, then calls `Hub.go_live`.
+    """
+    sub.pending = []
+    try:
+        await runtime.get_hub().subscribe(sub, max_connections=admission.max_connections)
+    except ConnectionLimitReached:
+        raise Refusal(4429, 429, "Too many connections for this tenant.") from None
+    if admission.last_event_id is None:
+        return False, []
+    recovered, missed, seen = await events_after(
+        tenant_id=admission.tenant_id,
+        last_event_id=admission.last_event_id,
+        patterns=admission.patterns,
+    )
+    sub.last_seq = seen
+    return recovered, missed

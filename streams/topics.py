@@ -1,0 +1,44 @@
+"""Provides topic and topic-pattern syntax: validation, matching and containment."""
+
+import re
+from collections.abc import Iterable
+
+TOPIC_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
+PATTERN_RE = re.compile(r"\*|[A-Za-z0-9_.:/-]{1,200}\*?")
+TYPE_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
+MAX_PATTERNS = 50
+
+
+def topic_valid(topic: object) -> bool:
+    return isinstance(topic, str) and TOPIC_RE.fullmatch(topic) is not None
+
+
+def pattern_valid(pattern: object) -> bool:
+    return isinstance(pattern, str) and PATTERN_RE.fullmatch(pattern) is not None
+
+
+def patterns_parse(raw: str | None) -> tuple[str, ...] | None:
+    """Parses `P1,P2` (default `*`); returns None when any pattern is malformed."""
+    if raw is None or raw == "":
+        return ("*",)
+    patterns = tuple(dict.fromkeys(p for p in raw.split(",")))
+    if len(patterns) > MAX_PATTERNS or not all(pattern_valid(p) for p in patterns):
+        return None
+    return patterns
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1])
+    return topic == pattern
+
+
+def pattern_within(pattern: str, allowed: Iterable[str]) -> bool:
+    """True when every topic `pattern` matches is matched by one of `allowed`."""
+    for grant in allowed:
+        if grant.endswith("*"):
+            if pattern.startswith(grant[:-1]):
+                return True
+        elif pattern == grant:
+            return True
+    return False

@@ -1,0 +1,12 @@
+"""Provides the URLs of the REST API."""
+
+from django.urls import path
+
+from streams import apis
+
+urlpatterns = [
+    path("events", apis.EventsApi.as_view(), name="events"),
+    path("events/batch", apis.EventBatchPublishApi.as_view(), name="events-batch"),
+    path("tokens", apis.TokenIssueApi.as_view(), name="tokens"),
+    path("stats", apis.StatsApi.as_view(), name="stats"),
+]

@@ -1,0 +1,49 @@
+"""Provides the Django admin for tenants and API keys."""
+
+from django.contrib import admin, messages
+
+from tenants import services
+from tenants.models import SCOPES, ApiKey, Tenant
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "is_active", "max_connections", "publish_rate", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "name"]
+    actions = ["suspend", "resume"]
+
+    @admin.action(description="Suspend selected tenants")
+    def suspend(self, request, queryset):
+        for tenant in queryset:
+            services.tenant_set_active(tenant=tenant, active=False)
+
+    @admin.action(description="Resume selected tenants")
+    def resume(self, request, queryset):
+        for tenant in queryset:
+            services.tenant_set_active(tenant=tenant, active=True)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "tenant", "name", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["tenant"]
+    search_fields = ["prefix", "name", "tenant__slug"]
+    readonly_fields = ["prefix", "hashed_secret", "created_at", "last_used_at", "revoked_at"]
+    fields = ["tenant", "name", "scopes", "expires_at", *readonly_fields]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = services.api_key_issue(
+            tenant=obj.tenant, name=obj.name, scopes=obj.scopes or SCOPES, expires_at=obj.expires_at
+        )
+        obj.pk, obj.prefix = issued.api_key.pk, issued.api_key.prefix
+        messages.warning(request, f"Copy the new key now, it is not shown again: {issued.secret}")
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            services.api_key_revoke(api_key=api_key)

@@ -1,0 +1,8 @@
+"""Provides the tenants app: who may publish and subscribe."""
+
+from django.apps import AppConfig
+
+
+class TenantsConfig(AppConfig):
+    name = "tenants"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,51 @@
+"""Provides DRF authentication by `Authorization: Bearer <api key>`."""
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from tenants import selectors, services
+from tenants.selectors import Principal
+
+
+def bearer_key(header: bytes) -> str | None:
+    """Returns the credential of a `Bearer` Authorization header, or None when there is none."""
+    parts = header.split()
+    if not parts or parts[0].lower() != b"bearer":
+        return None
+    if len(parts) != 2:
+        return ""
+    try:
+        return parts[1].decode("ascii")
+    except UnicodeDecodeError:
+        return ""
+
+
+class KeyUser:
+    """The request.user of a key-authenticated request: no Django user, only a principal."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """Authenticates a request by API key; returns None when no Bearer header is present."""
+
+    def authenticate(self, request):
+        raw_key = bearer_key(get_authorization_header(request))
+        if raw_key is None:
+            return None
+        principal = selectors.api_key_principal(raw_key=raw_key) if raw_key else None
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Unknown API key.")
+        if principal.revoked:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if principal.expired:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        services.api_key_mark_used(key_id=principal.key_id)
+        return KeyUser(principal), principal
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'

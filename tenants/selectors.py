@@ -1,0 +1,129 @@
+"""Provides the reads on tenants and API keys, with the process cache that keeps them off the
+publish path."""
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from tenants.keys import KEY_PREFIX, key_hash, key_looks_whole
+from tenants.models import ApiKey, Tenant
+
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """What a valid-looking API key stands for, as cached by the process."""
+
+    key_id: int
+    prefix: str
+    tenant_id: int
+    tenant_slug: str
+    tenant_active: bool
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    revoked: bool
+    max_connections: int | None
+    publish_rate: int | None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def usable(self) -> bool:
+        return not self.revoked and not self.expired
+
+
+_cache: dict[str, tuple[Principal | None, float]] = {}
+_lock = threading.Lock()
+
+
+def api_key_cache_clear() -> None:
+    """Forgets every cached key; called by the services that revoke keys or suspend tenants."""
+    with _lock:
+        _cache.clear()
+
+
+def _principal_from(api_key: ApiKey) -> Principal:
+    tenant = api_key.tenant
+    return Principal(
+        key_id=api_key.pk,
+        prefix=api_key.prefix,
+        tenant_id=tenant.pk,
+        tenant_slug=tenant.slug,
+        tenant_active=tenant.is_active,
+        scopes=frozenset(api_key.scopes),
+        expires_at=api_key.expires_at,
+        revoked=api_key.revoked_at is not None,
+        max_connections=tenant.max_connections,
+        publish_rate=tenant.publish_rate,
+    )
+
+
+def _cached(digest: str) -> tuple[bool, Principal | None]:
+    entry = _cache.get(digest)
+    if entry is not None and entry[1] > time.monotonic():
+        return True, entry[0]
+    return False, None
+
+
+def _remember(digest: str, principal: Principal | None) -> None:
+    with _lock:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[digest] = (principal, time.monotonic() + settings.EVENTHUB_KEY_CACHE_SECONDS)
+
+
+def api_key_principal(*, raw_key: str) -> Principal | None:
+    """Returns who a key stands for (revoked and expired ones included), or None if unknown.
+
+    The database is read at most once per key per cache period, so a busy publisher costs no
+    query per request.
+    """
+    digest = key_hash(raw_key)
+    hit, principal = _cached(digest)
+    if hit:
+        return principal
+    api_key = ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).first()
+    principal = _principal_from(api_key) if api_key else None
+    _remember(digest, principal)
+    return principal
+
+
+async def aapi_key_principal(*, raw_key: str) -> Principal | None:
+    """The async twin of api_key_principal, for consumers."""
+    digest = key_hash(raw_key)
+    hit, principal = _cached(digest)
+    if hit:
+        return principal
+    api_key = await ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).afirst()
+    principal = _principal_from(api_key) if api_key else None
+    _remember(digest, principal)
+    return principal
+
+
+async def aapi_key_principal_by_id(*, key_id: int) -> Principal | None:
+    """Returns the current state of a key by id (used to check a token's issuing key)."""
+    api_key = await ApiKey.objects.select_related("tenant").filter(pk=key_id).afirst()
+    return _principal_from(api_key) if api_key else None
+
+
+def tenant_list() -> QuerySet[Tenant]:
+    return Tenant.objects.all()
+
+
+def tenant_get(*, slug: str) -> Tenant | None:
+    return Tenant.objects.filter(slug=slug).first()
+
+
+def api_key_find(*, prefix_or_key: str) -> ApiKey | None:
+    """Finds a key by its visible prefix or by the whole key."""
+    if key_looks_whole(prefix_or_key):
+        return ApiKey.objects.filter(hashed_secret=key_hash(prefix_or_key)).first()
+    return ApiKey.objects.filter(prefix=prefix_or_key.removeprefix(KEY_PREFIX)).first()
