@@ -41,7 +41,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             recovered, missed = await subscription_start(self.sub, admission)
         except Refusal as refusal:
             logger.info("websocket refused (%s): %s", refusal.close_code, refusal.detail)
-            await self.close(code=refusal.close_code, reason=refusal.detail[:120])
+            await self._close(refusal.close_code, refusal.detail[:120])
             return
         await self.send_json(
             {
@@ -56,6 +56,10 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
         await runtime.get_hub().go_live(self.sub)
 
     async def _close(self, code: int, reason: str) -> None:
+        # daphne drops the close reason (it sends the code only), so the reason also goes out
+        # as a last frame that a client can show.
+        if code != 1001 and code >= 4000:
+            await self.send_json({"type": "error", "code": code, "detail": reason})
         await self.close(code=code, reason=reason)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:

@@ -1,0 +1,70 @@
+"""Provides the shared fixtures: tenants, keys, API clients and a clean hub per test."""
+
+import httpx
+import pytest
+from channels.layers import channel_layers
+
+from eventhub.asgi import application
+
+from streams import metrics, runtime
+from tenants import selectors
+from tenants.services import api_key_issue
+from tests.factories import TenantFactory
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state():
+    """Each test starts like a new process: no hub, no sequences, no cached keys or layers."""
+    runtime.reset()
+    channel_layers.backends.clear()
+    selectors.api_key_cache_clear()
+    metrics.tenant_counters.clear()
+    yield
+    runtime.reset()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def tenant(db):
+    return TenantFactory()
+
+
+@pytest.fixture
+def other_tenant(db):
+    return TenantFactory()
+
+
+@pytest.fixture
+def api_key(tenant):
+    """The whole secret of a key of `tenant` with every scope."""
+    return api_key_issue(tenant=tenant, name="test").secret
+
+
+@pytest.fixture
+def other_key(other_tenant):
+    """A key of `other_tenant`, with every scope."""
+    return api_key_issue(tenant=other_tenant).secret
+
+
+@pytest.fixture
+def publish_only_key(tenant):
+    return api_key_issue(tenant=tenant, scopes=["publish"]).secret
+
+
+@pytest.fixture
+def subscribe_only_key(tenant):
+    return api_key_issue(tenant=tenant, scopes=["subscribe"]).secret
+
+
+def asgi_client(key: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client that calls the whole ASGI application in-process, as daphne would."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application), base_url="http://testserver", headers=headers
+    )
+
+
+@pytest.fixture
+def api_client(api_key):
+    """An in-process client authenticated with `api_key` (publishing needs a running loop)."""
+    return asgi_client(api_key)

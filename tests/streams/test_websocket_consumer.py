@@ -1,0 +1,117 @@
+"""The WebSocket consumer, driven in-process with channels.testing."""
+
+import json
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from eventhub.asgi import application
+from tests.conftest import asgi_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connect(key: str | None, query: str = "", headers=()):
+    hdrs = [(b"authorization", f"Bearer {key}".encode())] if key else []
+    return WebsocketCommunicator(application, f"/ws/v1/events?{query}", headers=hdrs + list(headers))
+
+
+async def publish(key: str, topic: str, data, type_: str | None = None):
+    body = {"topic": topic, "data": data} | ({"type": type_} if type_ else {})
+    async with asgi_client(key) as client:
+        response = await client.post("/api/v1/events", json=body)
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+async def test_it_welcomes_then_delivers_a_published_event(api_key):
+    ws = connect(api_key)
+    connected, _ = await ws.connect()
+    assert connected
+    welcome = await ws.receive_json_from(timeout=2)
+    assert welcome["type"] == "welcome"
+    assert welcome["recovered"] is False
+    accepted = await publish(api_key, "orders.created", {"id": 7}, "created")
+    event = await ws.receive_json_from(timeout=2)
+    assert event == {
+        "type": "event",
+        "id": accepted["id"],
+        "seq": accepted["seq"],
+        "topic": "orders.created",
+        "event": "created",
+        "data": {"id": 7},
+        "ts": accepted["received_at"],
+    }
+    await ws.disconnect()
+
+
+async def test_it_delivers_only_topics_that_match(api_key):
+    ws = connect(api_key, "topics=orders.*,billing")
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    for topic in ("users.x", "orders.a", "billing.x", "billing"):
+        await publish(api_key, topic, topic)
+    got = [(await ws.receive_json_from(timeout=2))["topic"] for _ in range(2)]
+    assert got == ["orders.a", "billing"]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_it_answers_a_client_ping_with_pong(api_key):
+    ws = connect(api_key)
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    await ws.send_to(text_data='{"type": "ping"}')
+    assert await ws.receive_json_from(timeout=2) == {"type": "pong"}
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("topics=bad%20topic", 4400), ("last_event_id=nope", 4400), ("topics=a,,b", 4400)],
+)
+async def test_it_closes_bad_requests_with_4400(api_key, query, code):
+    ws = connect(api_key, query)
+    connected, _ = await ws.connect()
+    assert connected
+    error = await ws.receive_json_from(timeout=2)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    closed = await ws.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": code, "reason": error["detail"]}
+
+
+async def test_it_closes_unauthenticated_clients_with_4401():
+    ws = connect(None)
+    await ws.connect()
+    assert (await ws.receive_json_from(timeout=2))["code"] == 4401
+    assert (await ws.receive_output(timeout=2))["code"] == 4401
+
+
+async def test_it_closes_a_key_without_subscribe_scope_with_4403(publish_only_key):
+    ws = connect(publish_only_key)
+    await ws.connect()
+    assert (await ws.receive_json_from(timeout=2))["code"] == 4403
+
+
+async def test_it_closes_a_client_that_sends_garbage_with_4400(api_key):
+    ws = connect(api_key)
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    await ws.send_to(text_data="not json")
+    assert (await ws.receive_json_from(timeout=2))["code"] == 4400
+    assert (await ws.receive_output(timeout=2))["code"] == 4400
+
+
+async def test_a_tenant_never_sees_another_tenants_events(api_key, other_key):
+    mine, theirs = connect(api_key), connect(other_key)
+    for ws in (mine, theirs):
+        await ws.connect()
+        await ws.receive_json_from(timeout=2)
+    await publish(other_key, "secret", "theirs")
+    await publish(api_key, "secret", "mine")
+    assert json.loads((await mine.receive_from(timeout=2)))["data"] == "mine"
+    assert json.loads((await theirs.receive_from(timeout=2)))["data"] == "theirs"
+    assert await mine.receive_nothing(timeout=0.2)
+    await mine.disconnect()
+    await theirs.disconnect()
