@@ -1,6 +1,5 @@
 """Provides JSON errors everywhere: DRF's handler plus the cases Django would answer in HTML."""
 
-
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from rest_framework import status
@@ -39,5 +38,3 @@ def bad_request(request, exception=None):
 
 def permission_denied(request, exception=None):
     return json_error(request, 403, "Forbidden.")
-
-

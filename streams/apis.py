@@ -48,7 +48,9 @@ class EventInputSerializer(serializers.Serializer):
     def validate(self, attrs):
         data = attrs["data"]
         if _depth(data, settings.EVENTHUB_MAX_DATA_DEPTH):
-            raise ValidationError({"data": [f"Nested deeper than {settings.EVENTHUB_MAX_DATA_DEPTH}."]})
+            raise ValidationError(
+                {"data": [f"Nested deeper than {settings.EVENTHUB_MAX_DATA_DEPTH}."]}
+            )
         encoded = data_encode(data)
         if len(encoded) > settings.EVENTHUB_MAX_EVENT_BYTES:
             raise PayloadTooLarge(

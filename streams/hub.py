@@ -32,8 +32,8 @@ class Subscriber:
     """One live connection as the hub sees it; made by a consumer when it connects."""
 
     __slots__ = (
-        "closed",
         "close",
+        "closed",
         "connection_id",
         "key_id",
         "last_seen",

@@ -64,12 +64,12 @@ class LocalLogQueue:
             return 0, 0.0
         return len(times), max(0.0, time.time() - times[0])
 
-    async def drain(self, timeout: float = 30.0) -> bool:
+    async def drain(self, within: float = 30.0) -> bool:
         """Waits until everything queued is in the log; True when it got there in time."""
         if self._task is None:
             return True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), within)
         except TimeoutError:
             logger.error("event log drain timed out with %d events pending", len(self._queue))
             return False

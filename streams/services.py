@@ -42,7 +42,11 @@ async def _hand_off(tenant_id: int, envelopes: list[Envelope]) -> None:
     await hub.start()
     await hub.layer.group_send(
         tenant_group(tenant_id),
-        {"type": "event.published", "tenant": tenant_id, "events": [e.to_wire() for e in envelopes]},
+        {
+            "type": "event.published",
+            "tenant": tenant_id,
+            "events": [e.to_wire() for e in envelopes],
+        },
     )
 
 

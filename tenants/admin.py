@@ -26,7 +26,15 @@ class TenantAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "tenant", "name", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "prefix",
+        "tenant",
+        "name",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = ["tenant"]
     search_fields = ["prefix", "name", "tenant__slug"]
     readonly_fields = ["prefix", "hashed_secret", "created_at", "last_used_at", "revoked_at"]

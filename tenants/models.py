@@ -8,9 +8,7 @@ SCOPES = ("publish", "subscribe", "history")
 
 
 class Tenant(models.Model):
-    slug = models.CharField(
-        max_length=63, unique=True, validators=[RegexValidator(SLUG_PATTERN)]
-    )
+    slug = models.CharField(max_length=63, unique=True, validators=[RegexValidator(SLUG_PATTERN)])
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(
         default=True, help_text="A suspended tenant can neither publish nor subscribe."

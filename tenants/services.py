@@ -72,8 +72,6 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
-
-
 _used: dict[int, datetime] = {}
 
 

@@ -5,7 +5,6 @@ import pytest
 from channels.layers import channel_layers
 
 from eventhub.asgi import application
-
 from streams import metrics, runtime
 from tenants import selectors
 from tenants.services import api_key_issue
@@ -60,7 +59,9 @@ def asgi_client(key: str | None = None) -> httpx.AsyncClient:
     """An HTTP client that calls the whole ASGI application in-process, as daphne would."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=application), base_url="http://testserver", headers=headers
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://testserver",
+        headers=headers,
     )
 
 

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def connect(key: str | None, query: str = "", headers=()):
     hdrs = [(b"authorization", f"Bearer {key}".encode())] if key else []
-    return WebsocketCommunicator(application, f"/ws/v1/events?{query}", headers=hdrs + list(headers))
+    return WebsocketCommunicator(
+        application, f"/ws/v1/events?{query}", headers=hdrs + list(headers)
+    )
 
 
 async def publish(key: str, topic: str, data, type_: str | None = None):
@@ -110,8 +112,8 @@ async def test_a_tenant_never_sees_another_tenants_events(api_key, other_key):
         await ws.receive_json_from(timeout=2)
     await publish(other_key, "secret", "theirs")
     await publish(api_key, "secret", "mine")
-    assert json.loads((await mine.receive_from(timeout=2)))["data"] == "mine"
-    assert json.loads((await theirs.receive_from(timeout=2)))["data"] == "theirs"
+    assert json.loads(await mine.receive_from(timeout=2))["data"] == "mine"
+    assert json.loads(await theirs.receive_from(timeout=2))["data"] == "theirs"
     assert await mine.receive_nothing(timeout=0.2)
     await mine.disconnect()
     await theirs.disconnect()

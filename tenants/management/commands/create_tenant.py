@@ -16,7 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("--publish-rate", type=int, default=None)
 
     def handle(self, *args, slug, name, max_connections, publish_rate, **options):
-        for label, value in (("--max-connections", max_connections), ("--publish-rate", publish_rate)):
+        for label, value in (
+            ("--max-connections", max_connections),
+            ("--publish-rate", publish_rate),
+        ):
             if value is not None and value < 1:
                 raise CommandError(f"{label} must be a positive integer.")
         try:
@@ -24,5 +27,7 @@ class Command(BaseCommand):
                 slug=slug, name=name, max_connections=max_connections, publish_rate=publish_rate
             )
         except ValidationError as exc:
-            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+            raise CommandError(
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            )
         self.stdout.write(f"Created tenant {tenant.slug}")

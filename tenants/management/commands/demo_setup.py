@@ -10,6 +10,7 @@ from tenants.services import api_key_issue, tenant_create
 
 DEMO_SLUG = "demo"
 DEMO_ADMIN = ("admin", "admin")
+EXAMPLE_BODY = '{"topic": "orders.created", "data": {"id": 1}}'
 
 
 class Command(BaseCommand):
@@ -23,12 +24,14 @@ class Command(BaseCommand):
         issued = api_key_issue(tenant=tenant, name="make run")
         lines = [
             "",
-            f"Demo tenant '{tenant.slug}'. New API key (shown once, scopes publish,subscribe,history):",
+            f"Demo tenant '{tenant.slug}'. New API key (shown once; publish, subscribe, history):",
             f"  {issued.secret}",
             "",
             "Publish:",
-            f"  curl -X POST {base_url}/api/v1/events -H 'Authorization: Bearer {issued.secret}' \\",
-            "       -H 'Content-Type: application/json' -d '{\"topic\": \"orders.created\", \"data\": {\"id\": 1}}'",
+            f"  curl -X POST {base_url}/api/v1/events \\",
+            f"       -H 'Authorization: Bearer {issued.secret}' \\",
+            "       -H 'Content-Type: application/json' \\",
+            f"       -d '{EXAMPLE_BODY}'",
             "Subscribe:",
             f"  curl -N {base_url}/sse/v1/events -H 'Authorization: Bearer {issued.secret}'",
         ]
