@@ -6,9 +6,18 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from streams.backends import HubUnavailable
+
 
 def api_exception_handler(exc, context):
     """DRF's handler, plus 413 for a body over the size cap (Django raises it while parsing)."""
+    if isinstance(exc, HubUnavailable):
+        response = Response(
+            {"detail": "The hub cannot reach its shared state (Redis); nothing was accepted."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = "1"
+        return response
     if isinstance(exc, RequestDataTooBig):
         return Response(
             {"detail": "Request body too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE

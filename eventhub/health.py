@@ -50,7 +50,7 @@ def readyz(request):
 
 @require_GET
 def metrics_view(request):
-    log_queue = runtime.peek_log_queue()
+    log_queue = getattr(runtime.peek_backend(), "log_queue", None)
     if log_queue is not None:
         lag = max((log_queue.pending(t)[1] for t in list(metrics.tenant_counters)), default=0.0)
         metrics.PERSISTENCE_LAG.set(lag)

@@ -1,5 +1,6 @@
 """Provides the hub's settings, every one read from the environment (see README, Configuration)."""
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -117,7 +118,9 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Served from the app's static folders directly, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 WHITENOISE_MIMETYPES = {".js": "text/javascript"}
 
 LOGIN_URL = "/admin/login/"

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from streams import metrics
@@ -72,7 +71,16 @@ class Subscriber:
 class TenantHub:
     """One tenant's local connections, indexed by pattern so matching costs no scan."""
 
-    __slots__ = ("by_transport", "exact", "last_seq", "prefixes", "subscribers", "wildcard")
+    __slots__ = (
+        "by_transport",
+        "early",
+        "epoch",
+        "exact",
+        "last_seq",
+        "prefixes",
+        "subscribers",
+        "wildcard",
+    )
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
@@ -80,7 +88,11 @@ class TenantHub:
         self.exact: dict[str, set[Subscriber]] = {}
         self.prefixes: dict[str, set[Subscriber]] = {}
         self.by_transport = {"websocket": 0, "sse": 0}
-        self.last_seq = 0
+        # The last seq this process delivered, and its epoch; None until the tenant's current
+        # seq is known, while arriving events wait in `early`.
+        self.last_seq: int | None = None
+        self.epoch = ""
+        self.early: list[Envelope] = []
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)
@@ -128,9 +140,10 @@ class TenantHub:
 class Hub:
     """The process's hub; bound to the event loop it was started on."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend) -> None:
         self.loop = asyncio.get_running_loop()
-        self.layer = get_channel_layer()
+        self.backend = backend
+        self.layer = backend.layer
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}
         self._tasks: list[asyncio.Task] = []
@@ -177,12 +190,23 @@ class Hub:
             if tenant is None:
                 tenant = self.tenants[sub.tenant_id] = TenantHub()
                 await self.layer.group_add(tenant_group(sub.tenant_id), self.channel)
-            if max_connections is not None and len(tenant.subscribers) >= max_connections:
-                if not tenant.subscribers:
+                # Joined first, then read: every later event arrives through the group.
+                try:
+                    tenant.last_seq = await self.backend.current_seq(sub.tenant_id)
+                except Exception:
                     await self._forget_tenant(sub.tenant_id)
-                raise ConnectionLimitReached
+                    raise
+                early, tenant.early = tenant.early, []
+                await self.deliver(sub.tenant_id, early)
+            if max_connections is not None:
+                live = await self.backend.connections(sub.tenant_id, dict(tenant.by_transport))
+                if sum(live.values()) >= max_connections:
+                    if not tenant.subscribers:
+                        await self._forget_tenant(sub.tenant_id)
+                    raise ConnectionLimitReached
             tenant.add(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
+        await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
 
     async def unsubscribe(self, sub: Subscriber) -> None:
         """Releases a connection; called from every disconnect path, safe to call twice."""
@@ -194,6 +218,7 @@ class Hub:
             metrics.CONNECTIONS.labels(sub.transport).dec()
             if not tenant.subscribers:
                 await self._forget_tenant(sub.tenant_id)
+        await self.backend.connection_change(sub.tenant_id, sub.transport, -1)
 
     async def _forget_tenant(self, tenant_id: int) -> None:
         del self.tenants[tenant_id]
@@ -217,70 +242,99 @@ class Hub:
         while sub.pending:
             waiting, sub.pending = sub.pending, []
             for envelope in waiting:
-                await self._write(sub, envelope, *self._messages(envelope))
-        sub.pending = None
-
-    @staticmethod
-    def _messages(envelope: Envelope) -> tuple[dict, dict]:
-        return (
-            {"type": "websocket.send", "text": envelope.frame},
-            {"type": "http.response.body", "body": envelope.sse_bytes(), "more_body": True},
-        )
-
-    async def _write(self, sub: Subscriber, envelope: Envelope, ws: dict, sse: dict) -> bool:
-        if sub.closed or envelope.seq <= sub.last_seq:
-            return False
-        sub.last_seq = envelope.seq
-        try:
-            await sub.send(ws if sub.transport == "websocket" else sse)
-        except Exception:
-            # One broken connection must not stop the broadcast to the others.
-            logger.warning("dropping connection %s after a failed send", sub.connection_id)
-            await self.close(sub, 1011, "send failed")
-            return False
-        return True
-
-    async def deliver(self, tenant_id: int, envelopes: list[Envelope]) -> None:
-        """Hands events, in seq order, to this process's matching connections."""
-        tenant = self.tenants.get(tenant_id)
-        if tenant is None:
-            return
-        for envelope in envelopes:
-            if envelope.seq <= tenant.last_seq:
-                continue  # already delivered by this process
-            tenant.last_seq = envelope.seq
-            started = time.perf_counter()
-            recipients = tenant.recipients(envelope.topic)
-            if not recipients:
-                continue
-            ws = {"type": "websocket.send", "text": envelope.frame}
-            sse = None
-            delivered = 0
-            for sub in recipients:
-                if sub.pending is not None:
-                    sub.pending.append(envelope)
-                    continue
                 if sub.closed or envelope.seq <= sub.last_seq:
                     continue
                 sub.last_seq = envelope.seq
                 if sub.transport == "websocket":
-                    message = ws
+                    message = {"type": "websocket.send", "text": envelope.frame}
                 else:
-                    if sse is None:
-                        sse = {
-                            "type": "http.response.body",
-                            "body": envelope.sse_bytes(),
-                            "more_body": True,
-                        }
-                    message = sse
+                    body = envelope.sse_bytes()
+                    message = {"type": "http.response.body", "body": body, "more_body": True}
                 try:
                     await sub.send(message)
-                    delivered += 1
                 except Exception:
-                    logger.warning("dropping connection %s after a failed send", sub.connection_id)
                     await self.close(sub, 1011, "send failed")
-            metrics.count_delivered(tenant_id, delivered)
-            metrics.BROADCAST_SECONDS.observe(time.perf_counter() - started)
+                    return
+                self.backend.count_delivered(sub.tenant_id, 1)
+        sub.pending = None
+
+    async def deliver(self, tenant_id: int, envelopes: list[Envelope]) -> None:
+        """Hands events to this process's matching connections, each once and in seq order.
+
+        Events can arrive out of order or not at all (several publishing processes; a layer
+        that drops): a gap is filled from the replay buffer, once for the whole process, and
+        what was already delivered is dropped.
+        """
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return
+        if tenant.last_seq is None:
+            tenant.early.extend(envelopes)
+            return
+        for envelope in envelopes:
+            epoch = envelope.id.partition("-")[2]
+            if epoch != tenant.epoch:
+                if tenant.epoch and envelope.seq <= tenant.last_seq:
+                    # The sequence was re-seeded (an emptied Redis): a new run of seqs starts.
+                    self._restart_sequence(tenant, envelope.seq - 1)
+                tenant.epoch = epoch
+            if envelope.seq <= tenant.last_seq:
+                continue
+            if envelope.seq > tenant.last_seq + 1:
+                for missing in await self._fill(tenant_id, tenant.last_seq + 1, envelope.seq - 1):
+                    if missing.seq > tenant.last_seq:
+                        tenant.last_seq = missing.seq
+                        await self._broadcast(tenant_id, tenant, missing)
+            tenant.last_seq = envelope.seq
+            await self._broadcast(tenant_id, tenant, envelope)
+
+    @staticmethod
+    def _restart_sequence(tenant: TenantHub, last_seq: int) -> None:
+        tenant.last_seq = last_seq
+        for sub in tenant.subscribers:
+            sub.last_seq = min(sub.last_seq, last_seq)
+
+    async def _fill(self, tenant_id: int, first: int, last: int) -> list[Envelope]:
+        try:
+            return await self.backend.buffered(tenant_id, first, last)
+        except Exception:
+            logger.warning("could not fill seq %d..%d of tenant %s", first, last, tenant_id)
+            return []
+
+    async def _broadcast(self, tenant_id: int, tenant: TenantHub, envelope: Envelope) -> None:
+        started = time.perf_counter()
+        recipients = tenant.recipients(envelope.topic)
+        if not recipients:
+            return
+        ws = {"type": "websocket.send", "text": envelope.frame}
+        sse = None
+        delivered = 0
+        for sub in recipients:
+            if sub.pending is not None:
+                sub.pending.append(envelope)
+                continue
+            if sub.closed or envelope.seq <= sub.last_seq:
+                continue
+            sub.last_seq = envelope.seq
+            if sub.transport == "websocket":
+                message = ws
+            else:
+                if sse is None:
+                    sse = {
+                        "type": "http.response.body",
+                        "body": envelope.sse_bytes(),
+                        "more_body": True,
+                    }
+                message = sse
+            try:
+                await sub.send(message)
+                delivered += 1
+            except Exception:
+                # One broken connection must not stop the broadcast to the others.
+                logger.warning("dropping connection %s after a failed send", sub.connection_id)
+                await self.close(sub, 1011, "send failed")
+        self.backend.count_delivered(tenant_id, delivered)
+        metrics.BROADCAST_SECONDS.observe(time.perf_counter() - started)
 
     async def _receive_loop(self) -> None:
         while True:

@@ -50,13 +50,13 @@ async def events_after(
     assert parsed is not None, "validated by the caller"
     last_seq = parsed[0]
     replay_max = settings.EVENTHUB_REPLAY_MAX
-    # Snapshot taken after the connection joined the hub: whatever is published from here on
-    # reaches it live, and duplicates between the two are dropped by seq.
-    buffered = runtime.get_sequencer().buffered(tenant_id)
-    if buffered and buffered[0].seq <= last_seq <= buffered[-1].seq:
-        anchor = buffered[last_seq - buffered[0].seq]
-        missed = buffered[last_seq - buffered[0].seq + 1 :]
-        if anchor.id != last_event_id or len(missed) > replay_max:
+    backend = runtime.get_backend()
+    # Read after the connection joined the hub: whatever is published from here on reaches
+    # it live, and duplicates between the two are dropped by seq.
+    buffered = await backend.buffered(tenant_id, last_seq)
+    if buffered and buffered[0].seq == last_seq:
+        missed = buffered[1:]
+        if buffered[0].id != last_event_id or len(missed) > replay_max:
             return False, [], 0
         return True, _matching(missed, patterns), buffered[-1].seq
     from_log = await sync_to_async(_from_log)(tenant_id, last_seq, last_event_id, replay_max + 1)
@@ -64,7 +64,7 @@ async def events_after(
         return False, [], 0
     # The log lags behind the buffer: the buffer supplies what is not written yet.
     newest = from_log[-1].seq if from_log else last_seq
-    missed = from_log + [e for e in buffered if e.seq > newest]
+    missed = from_log + await backend.buffered(tenant_id, newest + 1)
     if len(missed) > replay_max or (missed and missed[-1].seq - last_seq != len(missed)):
         return False, [], 0
     return True, _matching(missed, patterns), (missed[-1].seq if missed else last_seq)

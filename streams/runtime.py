@@ -1,27 +1,36 @@
-"""Provides the process-wide parts of the hub (sequencer, hub, log queue), made on first use
-and bound to the event loop that serves the process."""
+"""Provides the process-wide parts of the hub (the engine and the hub), made on first use and
+bound to the event loop that serves the process."""
 
 import asyncio
 import logging
+import sys
+
+from django.conf import settings
 
 from streams.hub import Hub
-from streams.persistence import LocalLogQueue
-from streams.sequencing import LocalSequencer
 
 logger = logging.getLogger(__name__)
 
-_sequencer: LocalSequencer | None = None
+_backend = None
 _hub: Hub | None = None
-_log_queue: LocalLogQueue | None = None
 
 
-def get_sequencer() -> LocalSequencer:
-    global _sequencer
-    if _sequencer is None:
-        from streams.selectors import event_log_last_seq
+def get_backend():
+    """The engine of the running loop: Redis when REDIS_URL is set, else this process."""
+    global _backend
+    loop = asyncio.get_running_loop()
+    if _backend is None or _backend.loop is not loop:
+        if settings.REDIS_URL:
+            from streams.backends.redis import RedisBackend
 
-        _sequencer = LocalSequencer(seed=lambda tenant_id: event_log_last_seq(tenant_id=tenant_id))
-    return _sequencer
+            _backend = RedisBackend()
+        else:
+            from streams.backends.local import LocalBackend
+
+            _backend = LocalBackend()
+        _backend.start()
+        _install_shutdown_hook()
+    return _backend
 
 
 def get_hub() -> Hub:
@@ -29,46 +38,31 @@ def get_hub() -> Hub:
     global _hub
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop:
-        _hub = Hub()
+        _hub = Hub(get_backend())
         _install_shutdown_hook()
     return _hub
-
-
-def get_log_queue() -> LocalLogQueue:
-    global _log_queue
-    loop = asyncio.get_running_loop()
-    if _log_queue is None or _log_queue.loop is not loop:
-        from streams.services import event_log_write_batch
-        from tenants.services import api_keys_flush_usage
-
-        _log_queue = LocalLogQueue(
-            write_batch=lambda batch: event_log_write_batch(envelopes=batch),
-            flush_usage=api_keys_flush_usage,
-        )
-        _install_shutdown_hook()
-    return _log_queue
-
-
-def peek_log_queue() -> LocalLogQueue | None:
-    return _log_queue
 
 
 def peek_hub() -> Hub | None:
     return _hub
 
 
+def peek_backend():
+    return _backend
+
+
 async def shutdown() -> None:
     """Closes connections with 1001 and drains the log; run before the process exits."""
     if _hub is not None:
         await _hub.shutdown()
-    if _log_queue is not None:
-        await _log_queue.stop()
+    if _backend is not None:
+        await _backend.close()
 
 
 def reset() -> None:
     """Forgets every process-wide part; for tests that start from a clean process state."""
-    global _sequencer, _hub, _log_queue
-    _sequencer = _hub = _log_queue = None
+    global _backend, _hub
+    _backend = _hub = None
 
 
 _hook_installed = False
@@ -77,11 +71,7 @@ _hook_installed = False
 def _install_shutdown_hook() -> None:
     """Under daphne (Twisted), runs `shutdown` before the reactor stops, and waits for it."""
     global _hook_installed
-    if _hook_installed:
-        return
-    import sys
-
-    if "twisted.internet.reactor" not in sys.modules:
+    if _hook_installed or "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import defer, reactor
 

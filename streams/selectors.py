@@ -1,8 +1,9 @@
 """Provides the reads of the streams app: the event log and live stats."""
 
+from asgiref.sync import async_to_sync
 from django.db.models import Max, QuerySet
 
-from streams import metrics, runtime
+from streams import runtime
 from streams.models import Event
 
 
@@ -26,19 +27,15 @@ def event_history(
     return events.order_by("seq")[:limit]
 
 
+async def atenant_stats(*, tenant_id: int) -> dict:
+    """Live numbers of one tenant, over every process of the hub."""
+    hub = runtime.get_hub()
+    local = hub.count(tenant_id)
+    backend = runtime.get_backend()
+    return {"connections": await backend.connections(tenant_id, local)} | await backend.stats(
+        tenant_id
+    )
+
+
 def tenant_stats(*, tenant_id: int) -> dict:
-    """Live numbers of one tenant in this process."""
-    hub = runtime.peek_hub()
-    connections = hub.count(tenant_id) if hub else {"websocket": 0, "sse": 0}
-    counters = metrics.tenant_counters[tenant_id]
-    log_queue = runtime.peek_log_queue()
-    pending, lag = log_queue.pending(tenant_id) if log_queue else (0, 0.0)
-    return {
-        "connections": connections,
-        "events": {
-            "accepted": counters.accepted,
-            "delivered": counters.delivered,
-            "persisted": counters.persisted,
-        },
-        "persistence": {"pending": pending, "lag_seconds": round(lag, 3)},
-    }
+    return async_to_sync(atenant_stats)(tenant_id=tenant_id)

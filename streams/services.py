@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from streams import metrics, runtime
 from streams.envelope import Envelope
-from streams.groups import tenant_group
 from streams.models import Event
 
 
@@ -22,32 +21,18 @@ class EventInput:
 
 
 def event_publish(*, tenant_id: int, events: Sequence[EventInput]) -> list[Envelope]:
-    """Accepts events for a tenant: sequences them, fans them out and queues them for the log.
+    """Accepts events for a tenant: sequences them, fans them out and hands them to the log.
 
-    Writes nothing to the database, and returns once every process has been handed the events.
+    Writes nothing to the database. Raises HubUnavailable when the shared state (Redis) cannot
+    be reached; then nothing was accepted.
     """
-    sequencer = runtime.get_sequencer()
     items = [(e.topic, e.type, e.data_json) for e in events]
-    # Held until the hand-off is done, so the layer and the log see events in seq order.
-    with sequencer.lock:
-        envelopes = sequencer.assign(tenant_id=tenant_id, items=items, received_at=timezone.now())
-        async_to_sync(_hand_off)(tenant_id, envelopes)
-    metrics.count_accepted(tenant_id, len(envelopes))
-    return envelopes
+    return async_to_sync(_publish)(tenant_id, items)
 
 
-async def _hand_off(tenant_id: int, envelopes: list[Envelope]) -> None:
-    runtime.get_log_queue().put(envelopes)
-    hub = runtime.get_hub()
-    await hub.start()
-    await hub.layer.group_send(
-        tenant_group(tenant_id),
-        {
-            "type": "event.published",
-            "tenant": tenant_id,
-            "events": [e.to_wire() for e in envelopes],
-        },
-    )
+async def _publish(tenant_id: int, items: list[tuple[str, str, str]]) -> list[Envelope]:
+    await runtime.get_hub().start()
+    return await runtime.get_backend().publish(tenant_id, items, timezone.now())
 
 
 def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:

@@ -27,7 +27,6 @@ class Command(BaseCommand):
                 slug=slug, name=name, max_connections=max_connections, publish_rate=publish_rate
             )
         except ValidationError as exc:
-            raise CommandError(
-                "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
-            )
+            messages = (f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+            raise CommandError("; ".join(messages)) from None
         self.stdout.write(f"Created tenant {tenant.slug}")

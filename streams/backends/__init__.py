@@ -1,0 +1,18 @@
+"""Provides the engines behind the hub's shared state: sequences, replay buffer, hand-off to the
+event log and cross-process counters.
+
+`local` keeps them in this process (the embedded default); `redis` keeps them in Redis so that
+any number of processes act as one hub. Both offer the same coroutines:
+
+- `publish(tenant_id, items, received_at) -> list[Envelope]`: sequence, buffer, hand to the
+  log and fan out, in seq order;
+- `buffered(tenant_id, from_seq, to_seq=None) -> list[Envelope]`: replay-buffer events with
+  `from_seq <= seq (<= to_seq)`, in seq order;
+- `current_seq(tenant_id) -> int`: the last seq handed out;
+- `stats(tenant_id) -> dict`: counters and persistence backlog of the tenant, over all
+  processes.
+"""
+
+
+class HubUnavailable(Exception):
+    """Raised when the shared state cannot be reached (Redis down): publish answers 503."""

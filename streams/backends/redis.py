@@ -1,0 +1,264 @@
+"""Provides the Redis engine: sequences, replay buffers, the log hand-off (a Redis Stream) and
+counters shared by every process, so that many processes act as one hub."""
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import RedisError, ResponseError
+
+from streams import metrics
+from streams.backends import HubUnavailable
+from streams.backends.local import epoch_new
+from streams.envelope import Envelope
+from streams.groups import tenant_group
+
+logger = logging.getLogger(__name__)
+
+LOG_STREAM = "eventhub:log"
+PROCESSES = "eventhub:processes"
+PROCESS_TTL = 15.0
+
+
+def _key(tenant_id: int, what: str) -> str:
+    return f"eventhub:t:{tenant_id}:{what}"
+
+
+# Sequencing, buffering and the hand-off to the log in one atomic step: an event has a seq if
+# and only if it is in the replay buffer and in the log stream, and seqs are handed out in
+# the order the events enter both.
+PUBLISH = """
+local last = redis.call('HGET', KEYS[1], 'last')
+if not last then return redis.error_reply('NOSEED') end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local n = tonumber(ARGV[4])
+local first = redis.call('HINCRBY', KEYS[1], 'last', n) - n + 1
+for i = 0, n - 1 do
+  local seq = string.format('%d', first + i)
+  local b = 5 + i * 3
+  local member = '[' .. seq .. ',"' .. seq .. '-' .. epoch .. '",' .. ARGV[b] .. ',' ..
+    ARGV[b + 1] .. ',' .. ARGV[3] .. ',' .. ARGV[b + 2] .. ']'
+  redis.call('ZADD', KEYS[2], seq, member)
+  redis.call('XADD', KEYS[3], '*', 't', ARGV[1], 'e', member)
+end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+redis.call('HINCRBY', KEYS[4], 'accepted', n)
+return {first, epoch}
+"""
+
+SEED = """
+if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
+  redis.call('HSET', KEYS[1], 'last', ARGV[1], 'epoch', ARGV[2])
+end
+return redis.call('HGET', KEYS[1], 'last')
+"""
+
+
+def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
+    """Rebuilds an Envelope from its replay-buffer (and log-stream) form."""
+    seq, event_id, topic, type_, ts, data = json.loads(member)
+    from streams.envelope import data_encode
+
+    return Envelope.build(
+        tenant_id=tenant_id,
+        seq=seq,
+        epoch=event_id.partition("-")[2],
+        topic=topic,
+        type=type_,
+        data_json=data_encode(data),
+        received_at=datetime.fromtimestamp(ts, UTC),
+    )
+
+
+def redis_client() -> aioredis.Redis:
+    return aioredis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
+
+
+class RedisBackend:
+    """Lives on the serving event loop; every coroutine may raise HubUnavailable."""
+
+    def __init__(self) -> None:
+        from streams.selectors import event_log_last_seq
+
+        self.loop = asyncio.get_running_loop()
+        self.layer = get_channel_layer()
+        self.redis = redis_client()
+        self._publish = self.redis.register_script(PUBLISH)
+        self._seed_script = self.redis.register_script(SEED)
+        self._db_last_seq = sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
+        self._delivered: defaultdict[int, int] = defaultdict(int)
+        self._connections: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = self.loop.create_task(self._housekeeping(), name="eventhub-redis-sync")
+
+    async def _seed(self, tenant_id: int) -> None:
+        # After Redis lost the sequence (first use, or an emptied Redis), continue after the
+        # log with a new epoch, so that no id is ever handed out twice.
+        last = await self._db_last_seq(tenant_id)
+        await self._seed_script(keys=[_key(tenant_id, "seq")], args=[last, epoch_new()])
+
+    async def publish(
+        self, tenant_id: int, items: Sequence[tuple[str, str, str]], received_at: datetime
+    ) -> list[Envelope]:
+        args = [tenant_id, settings.EVENTHUB_REPLAY_WINDOW, repr(received_at.timestamp())]
+        args.append(len(items))
+        for topic, type_, data_json in items:
+            args += [json.dumps(topic), json.dumps(type_), data_json]
+        keys = [_key(tenant_id, "seq"), _key(tenant_id, "buffer"), LOG_STREAM]
+        keys.append(_key(tenant_id, "stats"))
+        try:
+            try:
+                first, epoch = await self._publish(keys=keys, args=args)
+            except ResponseError as exc:
+                if "NOSEED" not in str(exc):
+                    raise
+                await self._seed(tenant_id)
+                first, epoch = await self._publish(keys=keys, args=args)
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
+        envelopes = [
+            Envelope.build(
+                tenant_id=tenant_id,
+                seq=first + i,
+                epoch=epoch,
+                topic=topic,
+                type=type_,
+                data_json=data_json,
+                received_at=received_at,
+            )
+            for i, (topic, type_, data_json) in enumerate(items)
+        ]
+        message = {
+            "type": "event.published",
+            "tenant": tenant_id,
+            "events": [e.to_wire() for e in envelopes],
+        }
+        try:
+            await self.layer.group_send(tenant_group(tenant_id), message)
+        except Exception:
+            # The events are sequenced and in the log stream already; hubs fill the hole from
+            # the replay buffer when the next event of the tenant arrives.
+            logger.exception("group_send failed for tenant %s", tenant_id)
+        metrics.count_accepted(tenant_id, len(envelopes))
+        return envelopes
+
+    async def buffered(
+        self, tenant_id: int, from_seq: int, to_seq: int | None = None
+    ) -> list[Envelope]:
+        try:
+            members = await self.redis.zrangebyscore(
+                _key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
+            )
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return [envelope_from_member(tenant_id, m) for m in members]
+
+    async def current_seq(self, tenant_id: int) -> int:
+        try:
+            last = await self.redis.hget(_key(tenant_id, "seq"), "last")
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return int(last) if last is not None else 0
+
+    # Cross-process counters -----------------------------------------------------------------
+
+    def count_delivered(self, tenant_id: int, n: int) -> None:
+        metrics.EVENTS_DELIVERED.inc(n)
+        self._delivered[tenant_id] += n
+
+    async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
+        self._connections[(tenant_id, transport)] += delta
+        try:
+            await self.redis.hincrby(
+                _key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta
+            )
+        except RedisError:
+            logger.warning("could not record a connection change; the next sync repairs it")
+
+    async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
+        """Live connections of the tenant on every process that is still alive."""
+        fields = await self.redis.hgetall(_key(tenant_id, "connections"))
+        alive = set(
+            p.decode()
+            for p in await self.redis.zrangebyscore(PROCESSES, time.time() - PROCESS_TTL, "+inf")
+        )
+        alive.add(self.process_id)
+        totals = {"websocket": 0, "sse": 0}
+        for field, value in fields.items():
+            process, _, transport = field.decode().rpartition("|")
+            if process in alive and transport in totals:
+                totals[transport] += max(0, int(value))
+        return totals
+
+    async def stats(self, tenant_id: int) -> dict:
+        try:
+            counters = await self.redis.hgetall(_key(tenant_id, "stats"))
+            oldest = await self.redis.xrange(LOG_STREAM, "-", "+", count=1)
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        accepted = int(counters.get(b"accepted", 0))
+        persisted = int(counters.get(b"persisted", 0))
+        delivered = int(counters.get(b"delivered", 0)) + self._delivered.get(tenant_id, 0)
+        pending = max(0, accepted - persisted)
+        lag = 0.0
+        if oldest and pending:
+            millis = int(oldest[0][0].split(b"-")[0])
+            lag = max(0.0, time.time() - millis / 1000)
+        return {
+            "events": {"accepted": accepted, "delivered": delivered, "persisted": persisted},
+            "persistence": {"pending": pending, "lag_seconds": round(lag, 3)},
+        }
+
+    async def _housekeeping(self) -> None:
+        """Every second: flushes delivery counts and refreshes this process's liveness."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                delivered, self._delivered = self._delivered, defaultdict(int)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for tenant_id, n in delivered.items():
+                        pipe.hincrby(_key(tenant_id, "stats"), "delivered", n)
+                    pipe.zadd(PROCESSES, {self.process_id: time.time()})
+                    pipe.zremrangebyscore(PROCESSES, "-inf", time.time() - 24 * 3600)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                for tenant_id, n in delivered.items():
+                    self._delivered[tenant_id] += n
+                logger.warning("redis housekeeping failed; retrying")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (tenant_id, transport), n in self._connections.items():
+                    if n:
+                        pipe.hdel(_key(tenant_id, "connections"), f"{self.process_id}|{transport}")
+                pipe.zrem(PROCESSES, self.process_id)
+                await pipe.execute()
+        except Exception:
+            logger.warning("could not unregister this process from redis")
+        await self.redis.aclose()
