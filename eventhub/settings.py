@@ -139,6 +139,8 @@ EVENTHUB_MAX_DATA_DEPTH = env.int("EVENTHUB_MAX_DATA_DEPTH", default=32)
 # Events written by the log writer in one transaction, and how long it waits to fill a batch.
 EVENTHUB_PERSIST_BATCH = env.int("EVENTHUB_PERSIST_BATCH", default=500)
 EVENTHUB_PERSIST_LINGER = env.float("EVENTHUB_PERSIST_LINGER", default=0.05)
+# A log-stream entry a worker took but did not acknowledge for this long is taken by another.
+EVENTHUB_CLAIM_IDLE = env.float("EVENTHUB_CLAIM_IDLE", default=30.0)
 # How long an authenticated API key is trusted from the process cache before it is re-read.
 EVENTHUB_KEY_CACHE_SECONDS = env.float("EVENTHUB_KEY_CACHE_SECONDS", default=5.0)
 

@@ -190,9 +190,10 @@ class RedisBackend:
     async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
         self._connections[(tenant_id, transport)] += delta
         try:
-            await self.redis.hincrby(
-                _key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(_key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta)
+                pipe.zadd(PROCESSES, {self.process_id: time.time()})
+                await pipe.execute()
         except RedisError:
             logger.warning("could not record a connection change; the next sync repairs it")
 

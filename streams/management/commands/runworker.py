@@ -1,0 +1,37 @@
+"""Provides `manage.py runworker eventhub.persist [other channels]`: Channels' worker, which also
+runs the persistence worker when `eventhub.persist` is among its channels."""
+
+import asyncio
+
+from channels.management.commands.runworker import Command as ChannelsRunworker
+from channels.worker import Worker
+from django.conf import settings
+from django.core.management import CommandError
+
+from streams.worker import PERSIST_CHANNEL, LogStreamWorker
+
+
+class EventhubWorker(Worker):
+    async def handle(self) -> None:
+        """Called once the worker's loop runs: persists the log, and serves other channels."""
+        others = [c for c in self.channels if c != PERSIST_CHANNEL]
+        tasks = [asyncio.ensure_future(self.listener(c)) for c in others]
+        if PERSIST_CHANNEL in self.channels:
+            await LogStreamWorker().run()
+            for task in tasks:
+                task.cancel()
+        elif tasks:
+            await asyncio.gather(*tasks)
+
+
+class Command(ChannelsRunworker):
+    help = f"Runs a worker; with the channel '{PERSIST_CHANNEL}' it persists the event log."
+    worker_class = EventhubWorker
+
+    def handle(self, *args, **options):
+        if PERSIST_CHANNEL in options["channels"] and not settings.REDIS_URL:
+            raise CommandError(
+                "Without REDIS_URL the event log is persisted inside the web process; "
+                "no worker is needed. Set REDIS_URL to run separate persistence workers."
+            )
+        super().handle(*args, **options)

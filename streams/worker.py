@@ -1,0 +1,100 @@
+"""Provides the persistence worker: it takes accepted events from the Redis log stream and writes
+them to the event log in batches, acknowledging a batch only once it is committed.
+
+Delivery is at least once (an entry taken by a worker that dies is claimed by another after
+EVENTHUB_CLAIM_IDLE seconds) and the write is idempotent, so the log holds each event once.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections import Counter
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from redis.exceptions import RedisError, ResponseError
+
+from streams.backends.redis import LOG_STREAM, envelope_from_member, redis_client
+from streams.backends.redis import _key as tenant_key
+
+logger = logging.getLogger(__name__)
+
+GROUP = "eventhub-persist"
+PERSIST_CHANNEL = "eventhub.persist"
+
+
+class LogStreamWorker:
+    def __init__(self) -> None:
+        from streams.services import event_log_write_batch
+
+        self.redis = redis_client()
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = asyncio.Event()
+        self._write = sync_to_async(
+            lambda batch: event_log_write_batch(envelopes=batch), thread_sensitive=False
+        )
+        self.batch_size = settings.EVENTHUB_PERSIST_BATCH
+        self.claim_idle_ms = int(settings.EVENTHUB_CLAIM_IDLE * 1000)
+
+    async def _ensure_group(self) -> None:
+        try:
+            # From the start of the stream: entries added before any worker ran are kept.
+            await self.redis.xgroup_create(LOG_STREAM, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _next_batch(self) -> list[tuple[bytes, dict]]:
+        # First what died with other workers, then new entries.
+        claimed = await self.redis.xautoclaim(
+            LOG_STREAM, GROUP, self.name, self.claim_idle_ms, "0-0", count=self.batch_size
+        )
+        entries = [e for e in claimed[1] if e[1]]
+        if entries:
+            return entries
+        response = await self.redis.xreadgroup(
+            GROUP, self.name, {LOG_STREAM: ">"}, count=self.batch_size, block=1000
+        )
+        return response[0][1] if response else []
+
+    async def _commit(self, entries: list[tuple[bytes, dict]]) -> None:
+        envelopes = [envelope_from_member(int(f[b"t"]), f[b"e"]) for _, f in entries]
+        await self._write(envelopes)
+        ids = [entry_id for entry_id, _ in entries]
+        per_tenant = Counter(e.tenant_id for e in envelopes)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(LOG_STREAM, GROUP, *ids)
+            pipe.xdel(LOG_STREAM, *ids)
+            for tenant_id, n in per_tenant.items():
+                pipe.hincrby(tenant_key(tenant_id, "stats"), "persisted", n)
+            await pipe.execute()
+
+    async def run(self) -> None:
+        """Runs until SIGTERM or SIGINT, then finishes the batch in hand and returns."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        logger.info("persistence worker %s reading %s", self.name, LOG_STREAM)
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                await self._ensure_group()
+                while not self.stopping.is_set():
+                    entries = await self._next_batch()
+                    if entries:
+                        await self._commit(entries)
+                    delay = 0.2
+            except (RedisError, OSError) as exc:
+                logger.warning("redis unreachable (%s); retrying in %.1fs", exc, delay)
+            except Exception:
+                # A failed database write: the entries stay pending and are retried.
+                logger.exception("persisting a batch failed; retrying in %.1fs", delay)
+            if not self.stopping.is_set():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        await self.redis.aclose()
+        logger.info("persistence worker %s stopped", self.name)
+
+
