@@ -120,7 +120,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Served from the app's static folders directly, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 WHITENOISE_MIMETYPES = {".js": "text/javascript"}
 
 LOGIN_URL = "/admin/login/"

@@ -149,6 +149,9 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._group_lock = asyncio.Lock()
+        # Deliveries (from the layer, from joins and from catch-up) run one at a time, so each
+        # connection sees seqs in order.
+        self._deliver_lock = asyncio.Lock()
         self.closing = False
 
     # Lifecycle -----------------------------------------------------------------------------
@@ -235,6 +238,11 @@ class Hub:
             await sub.close(code, reason)
         await self.unsubscribe(sub)
 
+    def _drop(self, sub: Subscriber) -> None:
+        """Closes a connection whose send failed, outside the loop that found it."""
+        if not sub.closed:
+            self.loop.create_task(self.close(sub, 1011, "send failed"))
+
     # Delivery ------------------------------------------------------------------------------
 
     async def go_live(self, sub: Subscriber) -> None:
@@ -253,7 +261,7 @@ class Hub:
                 try:
                     await sub.send(message)
                 except Exception:
-                    await self.close(sub, 1011, "send failed")
+                    self._drop(sub)
                     return
                 self.backend.count_delivered(sub.tenant_id, 1)
         sub.pending = None
@@ -265,12 +273,18 @@ class Hub:
         that drops): a gap is filled from the replay buffer, once for the whole process, and
         what was already delivered is dropped.
         """
-        tenant = self.tenants.get(tenant_id)
-        if tenant is None:
-            return
-        if tenant.last_seq is None:
-            tenant.early.extend(envelopes)
-            return
+        async with self._deliver_lock:
+            tenant = self.tenants.get(tenant_id)
+            if tenant is None:
+                return
+            if tenant.last_seq is None:
+                tenant.early.extend(envelopes)
+                return
+            await self._deliver_in_order(tenant_id, tenant, envelopes)
+
+    async def _deliver_in_order(
+        self, tenant_id: int, tenant: TenantHub, envelopes: list[Envelope]
+    ) -> None:
         for envelope in envelopes:
             epoch = envelope.id.partition("-")[2]
             if epoch != tenant.epoch:
@@ -332,7 +346,7 @@ class Hub:
             except Exception:
                 # One broken connection must not stop the broadcast to the others.
                 logger.warning("dropping connection %s after a failed send", sub.connection_id)
-                await self.close(sub, 1011, "send failed")
+                self._drop(sub)
         self.backend.count_delivered(tenant_id, delivered)
         metrics.BROADCAST_SECONDS.observe(time.perf_counter() - started)
 
@@ -370,10 +384,27 @@ class Hub:
                 if ping:
                     next_ping = now + interval
                 await self._beat(now, ping, stale)
+                await self._catch_up()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("heartbeat tick failed")
+
+    async def _catch_up(self) -> None:
+        """Delivers events whose layer message never came (the layer is at-most-once): each
+        tick, a tenant whose sequence is ahead of what this process delivered is filled from
+        the replay buffer."""
+        for tenant_id, tenant in list(self.tenants.items()):
+            if tenant.last_seq is None:
+                continue
+            try:
+                current = await self.backend.current_seq(tenant_id)
+            except Exception:
+                continue
+            if current > tenant.last_seq:
+                missing = await self._fill(tenant_id, tenant.last_seq + 1, current)
+                if missing:
+                    await self.deliver(tenant_id, missing)
 
     async def _beat(self, now: float, ping: bool, stale: float) -> None:
         for tenant in list(self.tenants.values()):
@@ -387,4 +418,4 @@ class Hub:
                     try:
                         await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
                     except Exception:
-                        await self.close(sub, 1011, "send failed")
+                        self._drop(sub)

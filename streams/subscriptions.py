@@ -4,6 +4,7 @@ Shared by the WebSocket and SSE consumers so that both transports refuse the sam
 the same reasons (close codes for the first, HTTP statuses for the second).
 """
 
+import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -15,6 +16,8 @@ from streams.tokens import TokenExpired, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
 from tenants.authentication import bearer_key
 from tenants.selectors import Principal, aapi_key_principal, aapi_key_principal_by_id
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,17 +136,23 @@ async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[boo
 
     The caller sends the welcome and the replayed events, then calls `Hub.go_live`.
     """
+    hub = runtime.get_hub()
     sub.pending = []
     try:
-        await runtime.get_hub().subscribe(sub, max_connections=admission.max_connections)
+        await hub.subscribe(sub, max_connections=admission.max_connections)
+        if admission.last_event_id is None:
+            return False, []
+        recovered, missed, seen = await events_after(
+            tenant_id=admission.tenant_id,
+            last_event_id=admission.last_event_id,
+            patterns=admission.patterns,
+        )
     except ConnectionLimitReached:
         raise Refusal(4429, 429, "Too many connections for this tenant.") from None
-    if admission.last_event_id is None:
-        return False, []
-    recovered, missed, seen = await events_after(
-        tenant_id=admission.tenant_id,
-        last_event_id=admission.last_event_id,
-        patterns=admission.patterns,
-    )
+    except Exception:
+        # The shared state (Redis) or the log is unreachable: the client should retry shortly.
+        logger.exception("could not start a subscription")
+        await hub.unsubscribe(sub)
+        raise Refusal(1013, 503, "The hub is unavailable; retry shortly.") from None
     sub.last_seq = seen
     return recovered, missed

@@ -96,5 +96,3 @@ class LogStreamWorker:
                 delay = min(delay * 2, 5.0)
         await self.redis.aclose()
         logger.info("persistence worker %s stopped", self.name)
-
-

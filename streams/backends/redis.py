@@ -154,12 +154,16 @@ class RedisBackend:
             "tenant": tenant_id,
             "events": [e.to_wire() for e in envelopes],
         }
-        try:
-            await self.layer.group_send(tenant_group(tenant_id), message)
-        except Exception:
-            # The events are sequenced and in the log stream already; hubs fill the hole from
-            # the replay buffer when the next event of the tenant arrives.
-            logger.exception("group_send failed for tenant %s", tenant_id)
+        for attempt in (1, 2):
+            try:
+                await self.layer.group_send(tenant_group(tenant_id), message)
+                break
+            except Exception:
+                # A connection broken by a Redis restart fails once, then reconnects. The
+                # events are sequenced and logged already; if both tries fail, hubs catch up
+                # from the replay buffer within a heartbeat tick.
+                if attempt == 2:
+                    logger.exception("group_send failed for tenant %s", tenant_id)
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
 
@@ -191,7 +195,9 @@ class RedisBackend:
         self._connections[(tenant_id, transport)] += delta
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(_key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta)
+                pipe.hincrby(
+                    _key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta
+                )
                 pipe.zadd(PROCESSES, {self.process_id: time.time()})
                 await pipe.execute()
         except RedisError:

@@ -54,7 +54,7 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
         except Refusal as refusal:
             self.sub = None
             extra = [(b"www-authenticate", b"Bearer")] if refusal.http_status == 401 else []
-            if refusal.http_status == 429:
+            if refusal.http_status in (429, 503):
                 extra.append((b"retry-after", b"5"))
             await self._refuse(refusal.http_status, refusal.detail, extra=extra)
             return

@@ -1,0 +1,144 @@
+"""Provides a hub of several real processes on the machine's Redis and PostgreSQL.
+
+Under CI=true a missing Redis or PostgreSQL fails these tests; elsewhere it skips them.
+"""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import closing
+
+import psycopg
+import pytest
+import redis
+
+from tests.processes import Process, base_env, free_port, manage
+
+pytestmark = pytest.mark.e2e
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _require(name: str, ok: bool) -> None:
+    if ok:
+        return
+    message = f"{name} is not reachable on 127.0.0.1"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (CI=true: tests needing it must run)")
+    pytest.skip(message)
+
+
+def _reachable(port: int) -> bool:
+    with closing(socket.socket()) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh, empty PostgreSQL database; dropped afterwards."""
+    _require("PostgreSQL", _reachable(5432))
+    name = f"eventhub_e2e_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url():
+    """A database of the machine's Redis, emptied before and after."""
+    _require("Redis", _reachable(REDIS_PORT))
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=11)
+    client.flushdb()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/11"
+    client.flushdb()
+    client.close()
+
+
+class OwnRedis:
+    """A redis-server of the test's own, on a free port, with an append-only file so that a
+    restart keeps what it held (as a production Redis for the hub should)."""
+
+    def __init__(self, workdir) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if _reachable(self.port):
+                return
+            time.sleep(0.05)
+        raise AssertionError("own redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    _require("redis-server", shutil.which("redis-server") is not None)
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class Cluster:
+    """Processes of one hub sharing Redis and PostgreSQL; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[Process] = []
+
+    def start(self, kind: str) -> Process:
+        process = Process(kind, self.env, self.log_dir)
+        self.processes.append(process)
+        return process.start()
+
+    def tenant_key(self, slug: str, *extra: str) -> str:
+        manage(self.env, "create_tenant", slug, *extra)
+        return manage(self.env, "create_api_key", slug).strip().splitlines()[-1]
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    clusters: list[Cluster] = []
+
+    def make(**env: str) -> Cluster:
+        environment = base_env(EVENTHUB_HEARTBEAT_INTERVAL="1", EVENTHUB_STALE_TIMEOUT="10", **env)
+        manage(environment, "migrate", "--no-input")
+        cluster = Cluster(environment, tmp_path)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop_all()
