@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from streams import selectors, services
 from streams.envelope import Envelope, data_encode, event_id_parse
+from streams.idempotency import idempotent
 from streams.ratelimit import buckets
 from streams.tokens import token_sign
 from streams.topics import PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
@@ -89,6 +90,16 @@ def _publish(request, events: list[services.EventInput]) -> list[Envelope]:
     return services.event_publish(tenant_id=principal.tenant_id, events=events)
 
 
+def _idempotent(request, produce) -> tuple[dict, bool]:
+    return idempotent(
+        tenant_id=request.auth.tenant_id,
+        key=request.headers.get("Idempotency-Key"),
+        path=request.path,
+        body=request.body,
+        produce=produce,
+    )
+
+
 class EventHistoryQuerySerializer(serializers.Serializer):
     topic = serializers.CharField(required=False, max_length=201)
     after = serializers.CharField(required=False, max_length=64)
@@ -133,10 +144,14 @@ class EventsApi(APIView):
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request):
-        serializer = EventInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        (envelope,) = _publish(request, [serializer.validated_data])
-        return Response(_accepted(envelope), status=status.HTTP_202_ACCEPTED)
+        def publish() -> dict:
+            serializer = EventInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            (envelope,) = _publish(request, [serializer.validated_data])
+            return _accepted(envelope)
+
+        body, _ = _idempotent(request, publish)
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         operation_id="event_history",
@@ -188,6 +203,7 @@ class EventBatchPublishApi(APIView):
     @extend_schema(
         operation_id="event_publish_batch",
         request=InputSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
         responses={
             202: inline_serializer(
                 "EventBatchAccepted", {"events": EventOutputSerializer(many=True)}
@@ -195,18 +211,20 @@ class EventBatchPublishApi(APIView):
         },
     )
     def post(self, request):
-        raw = request.data.get("events") if isinstance(request.data, dict) else None
-        if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
-            # Refuse an oversized batch before validating each of its events.
-            raise ValidationError(
-                {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
-            )
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        envelopes = _publish(request, serializer.validated_data["events"])
-        return Response(
-            {"events": [_accepted(e) for e in envelopes]}, status=status.HTTP_202_ACCEPTED
-        )
+        def publish() -> dict:
+            raw = request.data.get("events") if isinstance(request.data, dict) else None
+            if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
+                # Refuse an oversized batch before validating each of its events.
+                raise ValidationError(
+                    {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
+                )
+            serializer = self.InputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            envelopes = _publish(request, serializer.validated_data["events"])
+            return {"events": [_accepted(e) for e in envelopes]}
+
+        body, _ = _idempotent(request, publish)
+        return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 class TokenIssueApi(APIView):

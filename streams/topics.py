@@ -3,9 +3,10 @@
 import re
 from collections.abc import Iterable
 
-TOPIC_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,200}")
-PATTERN_RE = re.compile(r"\*|[A-Za-z0-9_.:/-]{1,200}\*?")
-TYPE_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
+# Anchored, because validators such as DRF's RegexField search rather than match.
+TOPIC_RE = re.compile(r"\A[A-Za-z0-9_.:/-]{1,200}\Z")
+PATTERN_RE = re.compile(r"\A(?:\*|[A-Za-z0-9_.:/-]{1,200}\*?)\Z")
+TYPE_RE = re.compile(r"\A[A-Za-z0-9_.:/-]{1,100}\Z")
 MAX_PATTERNS = 50
 
 

@@ -4,6 +4,7 @@ log queue; the in-memory channel layer carries events to its hub."""
 import asyncio
 import secrets
 import string
+import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -18,6 +19,8 @@ from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
 
 _ALPHABET = string.ascii_lowercase + string.digits
+# Keys remembered by one process (oldest forgotten first beyond this).
+IDEMPOTENCY_MAX_KEYS = 100_000
 
 
 def epoch_new() -> str:
@@ -52,6 +55,8 @@ class LocalBackend:
         self._seed = sync_to_async(lambda tenant_id: event_log_last_seq(tenant_id=tenant_id))
         self._tenants: dict[int, _TenantSequence] = {}
         self._lock = asyncio.Lock()
+        # (tenant, slot) -> (fingerprint, response or None while running, expiry)
+        self._idempotency: dict[tuple[int, str], tuple[str, str | None, float]] = {}
 
     async def _sequence(self, tenant_id: int) -> _TenantSequence:
         state = self._tenants.get(tenant_id)
@@ -133,6 +138,30 @@ class LocalBackend:
 
     async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
         return local
+
+    async def idempotency_claim(
+        self, tenant_id: int, slot: str, fingerprint: str, ttl: float
+    ) -> tuple[str, str | None] | None:
+        """Claims a key for this request (None), or returns (fingerprint, response) of the
+        request that holds it (response None while that one is running)."""
+        now = time.monotonic()
+        entry = self._idempotency.get((tenant_id, slot))
+        if entry is not None and entry[2] > now:
+            return entry[0], entry[1]
+        if len(self._idempotency) >= IDEMPOTENCY_MAX_KEYS:
+            self._idempotency = {k: v for k, v in self._idempotency.items() if v[2] > now}
+            while len(self._idempotency) >= IDEMPOTENCY_MAX_KEYS:
+                del self._idempotency[next(iter(self._idempotency))]
+        self._idempotency[(tenant_id, slot)] = (fingerprint, None, now + ttl)
+        return None
+
+    async def idempotency_save(
+        self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
+    ) -> None:
+        self._idempotency[(tenant_id, slot)] = (fingerprint, response, time.monotonic() + ttl)
+
+    async def idempotency_release(self, tenant_id: int, slot: str) -> None:
+        self._idempotency.pop((tenant_id, slot), None)
 
     async def close(self) -> None:
         await self.log_queue.stop()

@@ -185,6 +185,34 @@ class RedisBackend:
             raise HubUnavailable(str(exc)) from exc
         return int(last) if last is not None else 0
 
+    # Idempotency ------------------------------------------------------------------------------
+
+    async def idempotency_claim(
+        self, tenant_id: int, slot: str, fingerprint: str, ttl: float
+    ) -> tuple[str, str | None] | None:
+        """Claims a key for this request (None), or returns (fingerprint, response) of the
+        request that holds it, on any process (response None while that one is running)."""
+        key = _key(tenant_id, f"idempotency:{slot}")
+        try:
+            if await self.redis.set(key, json.dumps([fingerprint, None]), nx=True, ex=int(ttl)):
+                return None
+            stored = await self.redis.get(key)
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        if stored is None:  # expired in between: claim again
+            return await self.idempotency_claim(tenant_id, slot, fingerprint, ttl)
+        fingerprint_stored, response = json.loads(stored)
+        return fingerprint_stored, response
+
+    async def idempotency_save(
+        self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
+    ) -> None:
+        key = _key(tenant_id, f"idempotency:{slot}")
+        await self.redis.set(key, json.dumps([fingerprint, response]), ex=int(ttl))
+
+    async def idempotency_release(self, tenant_id: int, slot: str) -> None:
+        await self.redis.delete(_key(tenant_id, f"idempotency:{slot}"))
+
     # Cross-process counters -----------------------------------------------------------------
 
     def count_delivered(self, tenant_id: int, n: int) -> None:
