@@ -142,7 +142,7 @@ EVENTHUB_PERSIST_LINGER = env.float("EVENTHUB_PERSIST_LINGER", default=0.05)
 # A log-stream entry a worker took but did not acknowledge for this long is taken by another.
 EVENTHUB_CLAIM_IDLE = env.float("EVENTHUB_CLAIM_IDLE", default=30.0)
 # How long an authenticated API key is trusted from the process cache before it is re-read.
-EVENTHUB_KEY_CACHE_SECONDS = env.float("EVENTHUB_KEY_CACHE_SECONDS", default=5.0)
+EVENTHUB_KEY_CACHE_SECONDS = env.float("EVENTHUB_KEY_CACHE_SECONDS", default=2.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
