@@ -7,6 +7,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventhub.settings")
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
@@ -16,6 +17,6 @@ from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": URLRouter([*sse_urlpatterns, re_path(r"", django_asgi_app)]),
-        "websocket": OriginGuard(URLRouter(websocket_urlpatterns)),
+        "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,5 +1,10 @@
-"""Provides the WebSocket Origin check: a browser handshake from an origin not allowed is
-refused (403); a handshake without Origin is a non-browser client and passes."""
+"""Provides the Origin check in front of the subscriber transports.
+
+WebSocket: a handshake from an origin not allowed is refused (403); one without Origin is a
+non-browser client, which may use a key or a token but never the session cookie. SSE: a request
+with no Origin is same-origin (browsers omit it there) and may use the session; one from another
+origin may not.
+"""
 
 import logging
 from urllib.parse import urlsplit
@@ -24,16 +29,20 @@ def origin_allowed(origin: str) -> bool:
 
 
 class OriginGuard:
-    """ASGI middleware in front of the WebSocket routes."""
+    """ASGI middleware; sets `session_allowed` in the scope for the consumer."""
 
     def __init__(self, application) -> None:
         self.application = application
 
     async def __call__(self, scope, receive, send):
-        origin = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
-        if origin is not None:
-            text = origin.decode("latin-1")
-            if not origin_allowed(text):
-                logger.warning("websocket refused: origin %r is not allowed", text)
+        raw = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
+        origin = raw.decode("latin-1") if raw is not None else None
+        allowed = origin is not None and origin_allowed(origin)
+        if scope["type"] == "websocket":
+            if origin is not None and not allowed:
+                logger.warning("websocket refused: origin %r is not allowed", origin)
                 return await WebsocketDenier()(scope, receive, send)
-        return await self.application(dict(scope, browser_origin=origin is not None), receive, send)
+            session_allowed = allowed
+        else:
+            session_allowed = origin is None or allowed
+        return await self.application(dict(scope, session_allowed=session_allowed), receive, send)

@@ -11,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from streams import selectors, services
+from streams.backends import RateLimited
 from streams.envelope import Envelope, data_encode, event_id_parse
 from streams.idempotency import idempotent
-from streams.ratelimit import buckets
 from streams.tokens import token_sign
 from streams.topics import PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
 
@@ -81,13 +81,14 @@ def _accepted(envelope: Envelope) -> dict:
 
 def _publish(request, events: list[services.EventInput]) -> list[Envelope]:
     principal = request.auth
-    if principal.publish_rate:
-        wait = buckets.take(
-            tenant_id=principal.tenant_id, rate=principal.publish_rate, count=len(events)
+    try:
+        return services.event_publish(
+            tenant_id=principal.tenant_id, events=events, rate=principal.publish_rate
         )
-        if wait:
-            raise Throttled(wait=wait, detail="Publish rate limit exceeded for this tenant.")
-    return services.event_publish(tenant_id=principal.tenant_id, events=events)
+    except RateLimited as limited:
+        raise Throttled(
+            wait=limited.wait, detail="Publish rate limit exceeded for this tenant."
+        ) from None
 
 
 def _idempotent(request, produce) -> tuple[dict, bool]:

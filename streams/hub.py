@@ -8,16 +8,21 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from streams import metrics
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from tenants.selectors import credentials_revoked
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
+
+# How often each hub re-checks that its connections' keys and tenants are still valid.
+AUTH_RECHECK_SECONDS = 2.0
 
 PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
 PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
@@ -143,6 +148,7 @@ class Hub:
     def __init__(self, backend) -> None:
         self.loop = asyncio.get_running_loop()
         self.backend = backend
+        self._credentials_revoked = sync_to_async(credentials_revoked)
         self.layer = backend.layer
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}
@@ -376,6 +382,7 @@ class Hub:
         stale = settings.EVENTHUB_STALE_TIMEOUT
         tick = min(1.0, interval / 2, stale / 4)
         next_ping = time.monotonic() + interval
+        next_auth_check = time.monotonic() + AUTH_RECHECK_SECONDS
         while True:
             await asyncio.sleep(tick)
             try:
@@ -385,10 +392,34 @@ class Hub:
                     next_ping = now + interval
                 await self._beat(now, ping, stale)
                 await self._catch_up()
+                if now >= next_auth_check:
+                    next_auth_check = now + AUTH_RECHECK_SECONDS
+                    await self._close_revoked()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("heartbeat tick failed")
+
+    async def _close_revoked(self) -> None:
+        """Closes connections whose key was revoked or expired, or whose tenant was suspended,
+        since they connected (4403; an SSE stream ends)."""
+        subs = [sub for tenant in self.tenants.values() for sub in tenant.subscribers]
+        if not subs:
+            return
+        key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
+        tenant_ids = {sub.tenant_id for sub in subs}
+        try:
+            bad_keys, bad_tenants = await self._credentials_revoked(
+                key_ids=key_ids, tenant_ids=tenant_ids
+            )
+        except Exception:
+            logger.warning("could not re-check subscriber credentials; will retry")
+            return
+        for sub in subs:
+            if sub.tenant_id in bad_tenants:
+                await self.close(sub, 4403, "This tenant is suspended.")
+            elif sub.key_id in bad_keys:
+                await self.close(sub, 4403, "The credential of this connection was revoked.")
 
     async def _catch_up(self) -> None:
         """Delivers events whose layer message never came (the layer is at-most-once): each

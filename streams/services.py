@@ -20,19 +20,24 @@ class EventInput:
     data_json: str  # already encoded and size-checked by the caller
 
 
-def event_publish(*, tenant_id: int, events: Sequence[EventInput]) -> list[Envelope]:
+def event_publish(
+    *, tenant_id: int, events: Sequence[EventInput], rate: int | None = None
+) -> list[Envelope]:
     """Accepts events for a tenant: sequences them, fans them out and hands them to the log.
 
-    Writes nothing to the database. Raises HubUnavailable when the shared state (Redis) cannot
-    be reached; then nothing was accepted.
+    Writes nothing to the database. Raises RateLimited when the tenant's `rate` (events/s) is
+    spent, HubUnavailable when the shared state (Redis) cannot be reached; then nothing was
+    accepted.
     """
     items = [(e.topic, e.type, e.data_json) for e in events]
-    return async_to_sync(_publish)(tenant_id, items)
+    return async_to_sync(_publish)(tenant_id, items, rate)
 
 
-async def _publish(tenant_id: int, items: list[tuple[str, str, str]]) -> list[Envelope]:
+async def _publish(
+    tenant_id: int, items: list[tuple[str, str, str]], rate: int | None
+) -> list[Envelope]:
     await runtime.get_hub().start()
-    return await runtime.get_backend().publish(tenant_id, items, timezone.now())
+    return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
 
 
 def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:

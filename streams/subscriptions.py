@@ -15,7 +15,12 @@ from streams.replay import events_after
 from streams.tokens import TokenExpired, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
 from tenants.authentication import bearer_key
-from tenants.selectors import Principal, aapi_key_principal, aapi_key_principal_by_id
+from tenants.selectors import (
+    Principal,
+    aapi_key_principal,
+    aapi_key_principal_by_id,
+    atenant_visible_to,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +85,21 @@ def _check_principal(principal: Principal | None) -> Principal:
     return principal
 
 
-async def _authenticate(scope: dict, query: dict[str, str]) -> tuple[Principal, tuple[str, ...]]:
-    """Returns the principal and the patterns it may subscribe to."""
+@dataclass(frozen=True, slots=True)
+class _Credential:
+    tenant_id: int
+    key_id: int | None  # None for a dashboard user's session
+    allowed: tuple[str, ...]
+    max_connections: int | None
+
+
+def _from_principal(principal: Principal, allowed: tuple[str, ...]) -> _Credential:
+    return _Credential(principal.tenant_id, principal.key_id, allowed, principal.max_connections)
+
+
+async def _authenticate(scope: dict, query: dict[str, str]) -> _Credential:
+    """Returns who subscribes and the patterns it may have: by token, by API key, or (browsers
+    only) by a dashboard user's session."""
     token = query.get("token")
     if token:
         try:
@@ -93,11 +111,23 @@ async def _authenticate(scope: dict, query: dict[str, str]) -> tuple[Principal, 
         principal = _check_principal(await aapi_key_principal_by_id(key_id=grant.key_id))
         if principal.tenant_id != grant.tenant_id:
             raise _unauthenticated("The token is invalid.")
-        return principal, grant.patterns
+        return _from_principal(principal, grant.patterns)
     header = _header(scope, b"authorization")
     raw_key = bearer_key(header) if header else None
     if raw_key:
-        return _check_principal(await aapi_key_principal(raw_key=raw_key)), ("*",)
+        return _from_principal(_check_principal(await aapi_key_principal(raw_key=raw_key)), ("*",))
+    user = scope.get("user")
+    # The Origin guard decides whether the session cookie may count (see eventhub.origins).
+    if scope.get("session_allowed") and user is not None and user.is_authenticated:
+        slug = query.get("tenant")
+        if not slug:
+            raise _bad_request("A dashboard session must name its tenant (tenant=SLUG).")
+        tenant = await atenant_visible_to(user=user, slug=slug)
+        if tenant is None:
+            raise _forbidden("This user may not see that tenant.")
+        if not tenant.is_active:
+            raise _forbidden("This tenant is suspended.")
+        return _Credential(tenant.pk, None, ("*",), tenant.max_connections)
     raise _unauthenticated("A token or an API key is required.")
 
 
@@ -108,7 +138,7 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
     browsers send it when EventSource reconnects.
     """
     query = _query(scope)
-    principal, allowed = await _authenticate(scope, query)
+    credential = await _authenticate(scope, query)
     patterns = patterns_parse(query.get("topics"))
     if patterns is None:
         raise _bad_request("topics must be comma-separated topics or prefixes ending in '*'.")
@@ -119,15 +149,15 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
             last_event_id = header.decode("latin-1").strip() or last_event_id
     if last_event_id is not None and event_id_parse(last_event_id) is None:
         raise _bad_request("last_event_id is not an event id.")
-    outside = [p for p in patterns if not pattern_within(p, allowed)]
+    outside = [p for p in patterns if not pattern_within(p, credential.allowed)]
     if outside:
         raise _forbidden(f"Topics not allowed for this credential: {', '.join(outside)}")
     return Admission(
-        tenant_id=principal.tenant_id,
-        key_id=principal.key_id,
+        tenant_id=credential.tenant_id,
+        key_id=credential.key_id,
         patterns=patterns,
         last_event_id=last_event_id,
-        max_connections=principal.max_connections,
+        max_connections=credential.max_connections,
     )
 
 

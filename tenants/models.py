@@ -1,5 +1,6 @@
 """Provides the Tenant and ApiKey models."""
 
+from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -18,6 +19,12 @@ class Tenant(models.Model):
     )
     publish_rate = models.PositiveIntegerField(
         null=True, blank=True, help_text="Events per second (burst the same); empty: unlimited."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="eventhub_tenants",
+        help_text="Dashboard users who may see this tenant (staff see every tenant).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -118,6 +118,19 @@ def tenant_list() -> QuerySet[Tenant]:
     return Tenant.objects.all()
 
 
+def tenants_visible_to(*, user) -> QuerySet[Tenant]:
+    """Staff see every tenant; other users the tenants they are members of."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Tenant.objects.none()
+    if user.is_staff:
+        return Tenant.objects.all()
+    return Tenant.objects.filter(members=user)
+
+
+async def atenant_visible_to(*, user, slug: str) -> Tenant | None:
+    return await tenants_visible_to(user=user).filter(slug=slug).afirst()
+
+
 def tenant_get(*, slug: str) -> Tenant | None:
     return Tenant.objects.filter(slug=slug).first()
 
@@ -127,3 +140,18 @@ def api_key_find(*, prefix_or_key: str) -> ApiKey | None:
     if key_looks_whole(prefix_or_key):
         return ApiKey.objects.filter(hashed_secret=key_hash(prefix_or_key)).first()
     return ApiKey.objects.filter(prefix=prefix_or_key.removeprefix(KEY_PREFIX)).first()
+
+
+def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set[int], set[int]]:
+    """Of the given keys and tenants, returns (keys no longer usable, tenants suspended); one
+    query each, run every few seconds by each hub to close connections that lost their right."""
+    now = timezone.now()
+    usable = set(
+        ApiKey.objects.filter(pk__in=key_ids, revoked_at__isnull=True, tenant__is_active=True)
+        .exclude(expires_at__lte=now)
+        .values_list("pk", flat=True)
+    )
+    active = set(
+        Tenant.objects.filter(pk__in=tenant_ids, is_active=True).values_list("pk", flat=True)
+    )
+    return key_ids - usable, tenant_ids - active

@@ -4,8 +4,9 @@ event log and cross-process counters.
 `local` keeps them in this process (the embedded default); `redis` keeps them in Redis so that
 any number of processes act as one hub. Both offer the same coroutines:
 
-- `publish(tenant_id, items, received_at) -> list[Envelope]`: sequence, buffer, hand to the
-  log and fan out, in seq order;
+- `publish(tenant_id, items, received_at, rate) -> list[Envelope]`: take `len(items)` from the
+  tenant's rate bucket (`rate` events/s, burst the same; None: unlimited), then sequence,
+  buffer, hand to the log and fan out, in seq order;
 - `buffered(tenant_id, from_seq, to_seq=None) -> list[Envelope]`: replay-buffer events with
   `from_seq <= seq (<= to_seq)`, in seq order;
 - `current_seq(tenant_id) -> int`: the last seq handed out;
@@ -16,3 +17,11 @@ any number of processes act as one hub. Both offer the same coroutines:
 
 class HubUnavailable(Exception):
     """Raised when the shared state cannot be reached (Redis down): publish answers 503."""
+
+
+class RateLimited(Exception):
+    """Raised by publish when the tenant's rate bucket is empty; nothing was accepted."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"retry in {wait:.3f}s")
+        self.wait = wait

@@ -14,9 +14,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from streams import metrics
+from streams.backends import RateLimited
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
+from streams.ratelimit import TokenBuckets
 
 _ALPHABET = string.ascii_lowercase + string.digits
 # Keys remembered by one process (oldest forgotten first beyond this).
@@ -55,6 +57,7 @@ class LocalBackend:
         self._seed = sync_to_async(lambda tenant_id: event_log_last_seq(tenant_id=tenant_id))
         self._tenants: dict[int, _TenantSequence] = {}
         self._lock = asyncio.Lock()
+        self._buckets = TokenBuckets()
         # (tenant, slot) -> (fingerprint, response or None while running, expiry)
         self._idempotency: dict[tuple[int, str], tuple[str, str | None, float]] = {}
 
@@ -69,8 +72,16 @@ class LocalBackend:
         return state
 
     async def publish(
-        self, tenant_id: int, items: Sequence[tuple[str, str, str]], received_at: datetime
+        self,
+        tenant_id: int,
+        items: Sequence[tuple[str, str, str]],
+        received_at: datetime,
+        rate: int | None = None,
     ) -> list[Envelope]:
+        if rate:
+            wait = self._buckets.take(tenant_id=tenant_id, rate=rate, count=len(items))
+            if wait:
+                raise RateLimited(wait)
         # One lock around sequencing and hand-off: the layer and the log see seq order.
         async with self._lock:
             state = await self._sequence(tenant_id)

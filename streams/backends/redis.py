@@ -18,7 +18,7 @@ from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
 from streams import metrics
-from streams.backends import HubUnavailable
+from streams.backends import HubUnavailable, RateLimited
 from streams.backends.local import epoch_new
 from streams.envelope import Envelope
 from streams.groups import tenant_group
@@ -40,12 +40,30 @@ def _key(tenant_id: int, what: str) -> str:
 PUBLISH = """
 local last = redis.call('HGET', KEYS[1], 'last')
 if not last then return redis.error_reply('NOSEED') end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local n = tonumber(ARGV[4])
+local rate = tonumber(ARGV[5])
+if rate > 0 then
+  -- Token bucket of `rate` events/s with a burst of `rate`, shared by every process.
+  local now = redis.call('TIME')
+  now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+  local bucket = redis.call('HMGET', KEYS[5], 'tokens', 'stamp')
+  local tokens = tonumber(bucket[1]) or rate
+  local stamp = tonumber(bucket[2]) or now
+  tokens = math.min(rate, tokens + math.max(0, now - stamp) * rate)
+  if n > rate then return {-1, tostring(n / rate)} end
+  if tokens < n then
+    redis.call('HSET', KEYS[5], 'tokens', tostring(tokens), 'stamp', tostring(now))
+    redis.call('EXPIRE', KEYS[5], 3600)
+    return {-1, tostring((n - tokens) / rate)}
+  end
+  redis.call('HSET', KEYS[5], 'tokens', tostring(tokens - n), 'stamp', tostring(now))
+  redis.call('EXPIRE', KEYS[5], 3600)
+end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local first = redis.call('HINCRBY', KEYS[1], 'last', n) - n + 1
 for i = 0, n - 1 do
   local seq = string.format('%d', first + i)
-  local b = 5 + i * 3
+  local b = 6 + i * 3
   local member = '[' .. seq .. ',"' .. seq .. '-' .. epoch .. '",' .. ARGV[b] .. ',' ..
     ARGV[b + 1] .. ',' .. ARGV[3] .. ',' .. ARGV[b + 2] .. ']'
   redis.call('ZADD', KEYS[2], seq, member)
@@ -118,14 +136,18 @@ class RedisBackend:
         await self._seed_script(keys=[_key(tenant_id, "seq")], args=[last, epoch_new()])
 
     async def publish(
-        self, tenant_id: int, items: Sequence[tuple[str, str, str]], received_at: datetime
+        self,
+        tenant_id: int,
+        items: Sequence[tuple[str, str, str]],
+        received_at: datetime,
+        rate: int | None = None,
     ) -> list[Envelope]:
         args = [tenant_id, settings.EVENTHUB_REPLAY_WINDOW, repr(received_at.timestamp())]
-        args.append(len(items))
+        args += [len(items), rate or 0]
         for topic, type_, data_json in items:
             args += [json.dumps(topic), json.dumps(type_), data_json]
         keys = [_key(tenant_id, "seq"), _key(tenant_id, "buffer"), LOG_STREAM]
-        keys.append(_key(tenant_id, "stats"))
+        keys += [_key(tenant_id, "stats"), _key(tenant_id, "rate")]
         try:
             try:
                 first, epoch = await self._publish(keys=keys, args=args)
@@ -136,6 +158,8 @@ class RedisBackend:
                 first, epoch = await self._publish(keys=keys, args=args)
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
+        if first == -1:
+            raise RateLimited(float(epoch))
         epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
         envelopes = [
             Envelope.build(
