@@ -11,8 +11,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from eventhub import redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
 from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+redaction.install()
 
 application = ProtocolTypeRouter(
     {

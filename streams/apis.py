@@ -4,7 +4,12 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
@@ -193,6 +198,7 @@ class EventBatchPublishApi(APIView):
 
     required_scope = "publish"
 
+    @extend_schema_serializer(component_name="EventBatchInput")
     class InputSerializer(serializers.Serializer):
         events = serializers.ListField(child=EventInputSerializer(), allow_empty=False)
 
@@ -233,6 +239,7 @@ class TokenIssueApi(APIView):
 
     required_scope = "subscribe"
 
+    @extend_schema_serializer(component_name="TokenInput")
     class InputSerializer(serializers.Serializer):
         topics = serializers.ListField(
             child=serializers.RegexField(PATTERN_RE, max_length=201),
@@ -242,6 +249,7 @@ class TokenIssueApi(APIView):
         )
         ttl = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
 
+    @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         expires_at = serializers.DateTimeField()

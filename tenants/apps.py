@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class TenantsConfig(AppConfig):
     name = "tenants"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Called once Django has loaded the apps: registers the OpenAPI auth scheme."""
+        from tenants import schema  # noqa: F401
