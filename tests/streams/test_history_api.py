@@ -1,0 +1,194 @@
+"""Reading the persisted event log: GET /api/v1/events."""
+
+import asyncio
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from eventhub.asgi import application
+from tests.conftest import asgi_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def publish_batch(key: str, events: list[dict]) -> list[dict]:
+    async with asgi_client(key) as client:
+        response = await client.post("/api/v1/events/batch", json={"events": events})
+    assert response.status_code == 202, response.content
+    return response.json()["events"]
+
+
+async def publish_topics(key: str, *topics: str) -> list[dict]:
+    return await publish_batch(key, [{"topic": t, "data": t} for t in topics])
+
+
+async def wait_until_logged(key: str, count: int, within: float = 5.0) -> None:
+    """Waits (bounded) until the log writer has flushed `count` events of the key's tenant."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    async with asgi_client(key) as client:
+        while True:
+            stats = (await client.get("/api/v1/stats")).json()
+            if stats["events"]["persisted"] >= count and stats["persistence"]["pending"] == 0:
+                return
+            assert loop.time() < deadline, f"log not flushed in {within}s: {stats}"
+            await asyncio.sleep(0.02)
+
+
+async def history(key: str, **params) -> dict:
+    async with asgi_client(key) as client:
+        response = await client.get("/api/v1/events", params=params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+async def test_published_events_appear_in_the_history_oldest_first(api_key):
+    accepted = await publish_batch(
+        api_key,
+        [
+            {"topic": "orders.created", "type": "created", "data": {"id": 1}},
+            {"topic": "orders.paid", "data": [1, 2]},
+            {"topic": "users.x", "data": "text"},
+        ],
+    )
+    await wait_until_logged(api_key, 3)
+    page = await history(api_key)
+    assert page["next"] is None
+    assert page["results"] == [
+        {
+            "type": "event",
+            "id": a["id"],
+            "seq": a["seq"],
+            "topic": a["topic"],
+            "event": a["type"],
+            "data": data,
+            "ts": a["received_at"],
+        }
+        for a, data in zip(accepted, [{"id": 1}, [1, 2], "text"], strict=True)
+    ]
+
+
+@pytest.mark.xfail(
+    reason="BUG: an event with null data is accepted and delivered but never logged: "
+    "streams/services.py event_log_write_batch saves data=None as SQL NULL into the NOT NULL "
+    "column, and bulk_create(ignore_conflicts=True) silently drops the row on SQLite",
+    strict=True,
+)
+async def test_an_event_with_null_data_appears_in_the_history(api_key):
+    await publish_batch(api_key, [{"topic": "t", "data": None}, {"topic": "t", "data": 0}])
+    await wait_until_logged(api_key, 2)
+    page = await history(api_key)
+    assert [(e["seq"], e["data"]) for e in page["results"]] == [(1, None), (2, 0)]
+
+
+async def test_history_entries_match_what_subscribers_received(api_key):
+    ws = WebsocketCommunicator(
+        application, "/ws/v1/events", headers=[(b"authorization", f"Bearer {api_key}".encode())]
+    )
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    await publish_topics(api_key, "a", "b")
+    live = [await ws.receive_json_from(timeout=2) for _ in range(2)]
+    await ws.disconnect()
+    await wait_until_logged(api_key, 2)
+    assert (await history(api_key))["results"] == live
+
+
+async def test_an_empty_history_has_no_results_and_no_next(api_key):
+    assert await history(api_key) == {"results": [], "next": None}
+
+
+async def test_after_and_limit_page_through_the_history_with_next_links(api_key):
+    accepted = await publish_topics(api_key, *[f"t.{i}" for i in range(5)])
+    await wait_until_logged(api_key, 5)
+
+    first = await history(api_key, limit=2)
+    assert [e["seq"] for e in first["results"]] == [1, 2]
+    query = parse_qs(urlsplit(first["next"]).query)
+    assert query == {"after": [accepted[1]["id"]], "limit": ["2"]}
+
+    seen = []
+    url = "/api/v1/events?limit=2"
+    async with asgi_client(api_key) as client:
+        while url:
+            page = (await client.get(url)).json()
+            seen += [e["seq"] for e in page["results"]]
+            url = page["next"]
+    assert seen == [1, 2, 3, 4, 5]
+
+    after_third = await history(api_key, after=accepted[2]["id"])
+    assert [e["seq"] for e in after_third["results"]] == [4, 5]
+    assert after_third["next"] is None
+
+
+async def test_the_next_link_keeps_the_topic_filter(api_key):
+    await publish_topics(api_key, "a.1", "b.1", "a.2", "b.2", "a.3")
+    await wait_until_logged(api_key, 5)
+    first = await history(api_key, topic="a.*", limit=2)
+    assert [e["topic"] for e in first["results"]] == ["a.1", "a.2"]
+    async with asgi_client(api_key) as client:
+        second = (await client.get(first["next"])).json()
+    assert [e["topic"] for e in second["results"]] == ["a.3"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("orders.created", ["orders.created"]),
+        ("orders", ["orders"]),
+        ("orders.*", ["orders.created", "orders.paid"]),
+        ("orders*", ["orders.created", "orders", "orders.paid", "ordersx"]),
+        ("Orders.*", ["Orders.big"]),
+        ("orders.CREATED", []),
+        ("a_*", ["a_b"]),
+        ("*", ["orders.created", "orders", "Orders.big", "orders.paid", "ordersx", "a_b", "abc"]),
+    ],
+)
+async def test_the_topic_filter_is_exact_or_a_case_sensitive_prefix(api_key, pattern, expected):
+    topics = ["orders.created", "orders", "Orders.big", "orders.paid", "ordersx", "a_b", "abc"]
+    await publish_topics(api_key, *topics)
+    await wait_until_logged(api_key, len(topics))
+    page = await history(api_key, topic=pattern)
+    assert [e["topic"] for e in page["results"]] == expected
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 1001},
+        {"limit": 0},
+        {"limit": -1},
+        {"limit": "ten"},
+        {"after": "nope"},
+        {"after": "12"},
+        {"after": "-abc"},
+        {"after": "1-"},
+        {"after": "1-ab cd"},
+        {"topic": "bad topic"},
+        {"topic": "a*b"},
+    ],
+)
+async def test_bad_query_parameters_are_refused_with_400(api_key, params):
+    async with asgi_client(api_key) as client:
+        response = await client.get("/api/v1/events", params=params)
+    assert response.status_code == 400
+    assert set(response.json()) == set(params)
+
+
+async def test_the_largest_limit_is_accepted(api_key):
+    assert (await history(api_key, limit=1000))["results"] == []
+
+
+async def test_another_tenants_events_never_appear(api_key, other_key):
+    theirs = await publish_topics(other_key, "secret.a", "secret.b", "shared")
+    await publish_topics(api_key, "shared")
+    await wait_until_logged(other_key, 3)
+    await wait_until_logged(api_key, 1)
+
+    mine = await history(api_key)
+    assert [(e["topic"], e["seq"]) for e in mine["results"]] == [("shared", 1)]
+    assert (await history(api_key, topic="secret.*"))["results"] == []
+    # Their ids name nothing of ours beyond our own seqs.
+    assert (await history(api_key, after=theirs[0]["id"]))["results"] == []
+    assert len((await history(other_key))["results"]) == 3

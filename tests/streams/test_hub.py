@@ -1,0 +1,350 @@
+"""The per-process hub (streams.hub), driven directly over a stand-in engine."""
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from streams.envelope import Envelope
+from streams.groups import tenant_group
+from streams.hub import ConnectionLimitReached, Hub, Subscriber, TenantHub
+
+TENANT = 1
+EPOCH = "abc123"
+
+
+def envelope(seq: int, topic: str = "t", tenant_id: int = TENANT) -> Envelope:
+    return Envelope.build(
+        tenant_id=tenant_id,
+        seq=seq,
+        epoch=EPOCH,
+        topic=topic,
+        type="message",
+        data_json=json.dumps(seq),
+        received_at=datetime.now(UTC),
+    )
+
+
+class FakeBackend:
+    """The engine interface the hub uses (see streams/backends/__init__.py), in memory."""
+
+    def __init__(self) -> None:
+        self.layer = InMemoryChannelLayer()
+        self.buffer: list[Envelope] = []
+        self.seq = 0
+        self.changes: list[tuple[int, str, int]] = []
+
+    async def current_seq(self, tenant_id: int) -> int:
+        return self.seq
+
+    async def buffered(self, tenant_id: int, from_seq: int, to_seq: int | None = None):
+        return [
+            e
+            for e in self.buffer
+            if e.tenant_id == tenant_id and from_seq <= e.seq <= (to_seq or e.seq)
+        ]
+
+    async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
+        return local
+
+    async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
+        self.changes.append((tenant_id, transport, delta))
+
+    def count_delivered(self, tenant_id: int, n: int) -> None:
+        pass
+
+
+class Client:
+    """A connection as its consumer would make it, recording what the hub sends it."""
+
+    def __init__(
+        self,
+        *patterns: str,
+        transport: str = "websocket",
+        tenant_id: int = TENANT,
+        broken: bool = False,
+    ) -> None:
+        self.messages: list[dict] = []
+        self.closed_with: int | None = None
+        self.broken = broken
+        self.activity = asyncio.Event()
+        self.sub = Subscriber(
+            transport=transport,
+            tenant_id=tenant_id,
+            key_id=None,
+            patterns=patterns or ("*",),
+            send=self._send,
+            close=self._close,
+        )
+
+    async def _send(self, message: dict) -> None:
+        if self.broken:
+            raise ConnectionResetError("peer went away")
+        self.messages.append(message)
+        self.activity.set()
+
+    async def _close(self, code: int, reason: str) -> None:
+        self.closed_with = code
+        self.activity.set()
+
+    async def eventually(self, condition, within: float = 2.0) -> None:
+        """Waits (bounded) for what the hub does to this connection in a task of its own."""
+        async with asyncio.timeout(within):
+            while not condition():
+                self.activity.clear()
+                await self.activity.wait()
+
+    @property
+    def seqs(self) -> list[int]:
+        seqs = []
+        for message in self.messages:
+            if message["type"] == "websocket.send":
+                seqs.append(json.loads(message["text"])["seq"])
+            else:
+                data = message["body"].decode().split("data: ", 1)[1]
+                seqs.append(json.loads(data)["seq"])
+        return seqs
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture
+async def hub(backend):
+    hub = Hub(backend)
+    yield hub
+    await hub.shutdown()
+
+
+async def joined(hub: Hub, *clients: Client, max_connections: int | None = None) -> None:
+    for client in clients:
+        await hub.subscribe(client.sub, max_connections=max_connections)
+
+
+# TenantHub: who receives a topic ------------------------------------------------------------
+
+
+def test_recipients_are_found_by_exact_prefix_and_wildcard_patterns():
+    tenant = TenantHub()
+    exact, prefix, bare_prefix, wildcard, other, both = (
+        Client("orders.created"),
+        Client("orders.*"),
+        Client("orders*"),
+        Client("*"),
+        Client("users.*", "orders"),
+        Client("orders.created", "orders.*"),
+    )
+    for client in (exact, prefix, bare_prefix, wildcard, other, both):
+        tenant.add(client.sub)
+
+    def recipients(topic: str) -> set[Subscriber]:
+        return set(tenant.recipients(topic))
+
+    assert recipients("orders.created") == {
+        exact.sub,
+        prefix.sub,
+        bare_prefix.sub,
+        wildcard.sub,
+        both.sub,
+    }
+    assert recipients("orders.paid") == {prefix.sub, bare_prefix.sub, wildcard.sub, both.sub}
+    assert recipients("orders") == {bare_prefix.sub, wildcard.sub, other.sub}
+    assert recipients("ordersx") == {bare_prefix.sub, wildcard.sub}
+    assert recipients("users.x") == {wildcard.sub, other.sub}
+    assert recipients("Orders.created") == {wildcard.sub}
+    assert recipients("billing") == {wildcard.sub}
+
+
+def test_a_subscriber_matching_twice_is_a_recipient_once():
+    tenant = TenantHub()
+    client = Client("orders.created", "orders.*", "*")
+    tenant.add(client.sub)
+    assert list(tenant.recipients("orders.created")) == [client.sub]
+
+
+def test_a_removed_subscriber_is_no_longer_a_recipient():
+    tenant = TenantHub()
+    staying, leaving = Client("orders.*"), Client("orders.*", "billing", "*")
+    tenant.add(staying.sub)
+    tenant.add(leaving.sub)
+    assert tenant.remove(leaving.sub) is True
+    assert set(tenant.recipients("orders.x")) == {staying.sub}
+    assert set(tenant.recipients("billing")) == set()
+    assert tenant.remove(leaving.sub) is False
+    assert tenant.by_transport == {"websocket": 1, "sse": 0}
+
+
+# Hub: delivery ------------------------------------------------------------------------------
+
+
+async def test_it_delivers_each_event_to_matching_subscribers_only(hub):
+    orders, billing, everything = Client("orders.*"), Client("billing"), Client("*")
+    await joined(hub, orders, billing, everything)
+    await hub.deliver(
+        TENANT, [envelope(1, "orders.a"), envelope(2, "billing"), envelope(3, "users.x")]
+    )
+    assert orders.seqs == [1]
+    assert billing.seqs == [2]
+    assert everything.seqs == [1, 2, 3]
+
+
+async def test_websocket_and_sse_subscribers_get_the_same_event_json(hub):
+    ws, sse = Client(), Client(transport="sse")
+    await joined(hub, ws, sse)
+    event = envelope(1, "orders.a")
+    await hub.deliver(TENANT, [event])
+    (ws_message,) = ws.messages
+    (sse_message,) = sse.messages
+    assert ws_message == {"type": "websocket.send", "text": event.frame}
+    assert (
+        sse_message["body"] == f"id: {event.id}\nevent: message\ndata: {event.frame}\n\n".encode()
+    )
+    assert sse_message["more_body"] is True
+
+
+async def test_an_event_sent_to_the_tenant_group_reaches_subscribers(hub, backend):
+    client = Client()
+    await joined(hub, client)
+    await backend.layer.group_send(
+        tenant_group(TENANT),
+        {"type": "event.published", "tenant": TENANT, "events": [envelope(1).to_wire()]},
+    )
+    await client.eventually(lambda: client.messages)
+    assert client.seqs == [1]
+
+
+async def test_events_are_delivered_once_and_in_seq_order(hub, backend):
+    client = Client()
+    await joined(hub, client)
+    backend.buffer = [envelope(seq) for seq in range(1, 6)]
+    await hub.deliver(TENANT, [envelope(1), envelope(2)])
+    await hub.deliver(TENANT, [envelope(2), envelope(1)])  # a duplicate delivery
+    await hub.deliver(TENANT, [envelope(5)])  # 3 and 4 are late: filled from the buffer
+    await hub.deliver(TENANT, [envelope(3), envelope(4)])
+    assert client.seqs == [1, 2, 3, 4, 5]
+
+
+async def test_events_of_another_tenant_do_not_reach_a_tenants_subscribers(hub):
+    mine, theirs = Client(), Client(tenant_id=2)
+    await joined(hub, mine, theirs)
+    await hub.deliver(2, [envelope(1, tenant_id=2)])
+    assert mine.messages == []
+    assert theirs.seqs == [1]
+
+
+async def test_a_subscriber_whose_send_fails_is_dropped_and_the_others_still_receive(hub, backend):
+    healthy = [Client() for _ in range(3)]
+    broken = Client(broken=True)
+    await joined(hub, healthy[0], broken, *healthy[1:])
+    await hub.deliver(TENANT, [envelope(1)])
+    assert [c.seqs for c in healthy] == [[1], [1], [1]]
+    await broken.eventually(lambda: broken.closed_with == 1011)
+    assert hub.count(TENANT) == {"websocket": 3, "sse": 0}
+    broken.broken = False
+    await hub.deliver(TENANT, [envelope(2)])
+    assert [c.seqs for c in healthy] == [[1, 2], [1, 2], [1, 2]]
+    assert broken.messages == []
+
+
+async def test_a_closed_subscriber_gets_nothing_more(hub):
+    staying, leaving = Client(), Client()
+    await joined(hub, staying, leaving)
+    await hub.close(leaving.sub, 4403, "revoked")
+    await hub.deliver(TENANT, [envelope(1)])
+    assert leaving.closed_with == 4403
+    assert leaving.messages == []
+    assert staying.seqs == [1]
+
+
+# Hub: membership ----------------------------------------------------------------------------
+
+
+async def test_unsubscribing_twice_is_safe(hub, backend):
+    first, second = Client(), Client(transport="sse")
+    await joined(hub, first, second)
+    await hub.unsubscribe(first.sub)
+    await hub.unsubscribe(first.sub)
+    assert hub.count(TENANT) == {"websocket": 0, "sse": 1}
+    assert backend.changes.count((TENANT, "websocket", -1)) == 1
+    await hub.unsubscribe(second.sub)
+    await hub.unsubscribe(second.sub)
+    assert hub.count(TENANT) == {"websocket": 0, "sse": 0}
+    assert backend.changes.count((TENANT, "sse", -1)) == 1
+
+
+async def test_the_hub_leaves_a_tenant_group_when_its_last_subscriber_leaves(hub, backend):
+    first, second = Client(), Client()
+    group = tenant_group(TENANT)
+    await joined(hub, first)
+    await joined(hub, second)
+    assert list(backend.layer.groups[group]) == [hub.channel]
+    await hub.unsubscribe(first.sub)
+    assert list(backend.layer.groups[group]) == [hub.channel]
+    await hub.unsubscribe(second.sub)
+    assert hub.channel not in backend.layer.groups.get(group, {})
+    # Back again: it rejoins, and delivery resumes.
+    again = Client()
+    await joined(hub, again)
+    assert hub.channel in backend.layer.groups[group]
+    await hub.deliver(TENANT, [envelope(1)])
+    assert again.seqs == [1]
+
+
+async def test_the_connection_limit_refuses_one_connection_too_many(hub, backend):
+    clients = [Client(), Client(transport="sse"), Client()]
+    await joined(hub, *clients[:2], max_connections=2)
+    with pytest.raises(ConnectionLimitReached):
+        await joined(hub, clients[2], max_connections=2)
+    assert hub.count(TENANT) == {"websocket": 1, "sse": 1}
+    await hub.deliver(TENANT, [envelope(1)])
+    assert clients[2].messages == []
+    await hub.unsubscribe(clients[0].sub)
+    await joined(hub, clients[2], max_connections=2)
+    assert hub.count(TENANT) == {"websocket": 1, "sse": 1}
+
+
+async def test_a_refused_first_connection_leaves_no_group_behind(hub, backend):
+    with pytest.raises(ConnectionLimitReached):
+        await joined(hub, Client(), max_connections=0)
+    assert tenant_group(TENANT) not in backend.layer.groups
+    assert hub.count(TENANT) == {"websocket": 0, "sse": 0}
+
+
+# Hub: replay hand-over ----------------------------------------------------------------------
+
+
+async def test_go_live_flushes_what_arrived_during_replay_without_duplicates(hub):
+    client = Client()
+    client.sub.pending = []  # replay mode, as subscription_start sets it
+    await joined(hub, client)
+    await hub.deliver(TENANT, [envelope(1), envelope(2), envelope(3)])
+    assert client.messages == []  # held back while the replay is being sent
+    client.sub.last_seq = 2  # the replay covered 1 and 2
+    await hub.go_live(client.sub)
+    assert client.seqs == [3]
+    assert client.sub.pending is None
+    await hub.deliver(TENANT, [envelope(3), envelope(4)])
+    assert client.seqs == [3, 4]
+
+
+async def test_go_live_stops_at_a_failed_send_and_drops_the_connection(hub):
+    client = Client(broken=True)
+    client.sub.pending = []
+    await joined(hub, client)
+    await hub.deliver(TENANT, [envelope(1), envelope(2)])
+    await hub.go_live(client.sub)
+    await client.eventually(lambda: client.closed_with == 1011)
+    assert hub.count(TENANT) == {"websocket": 0, "sse": 0}
+
+
+async def test_shutdown_closes_every_connection_with_1001(backend):
+    hub = Hub(backend)
+    clients = [Client(), Client(transport="sse"), Client(tenant_id=2)]
+    await joined(hub, *clients)
+    await hub.shutdown()
+    assert [c.closed_with for c in clients] == [1001, 1001, 1001]
+    assert hub.count(TENANT) == {"websocket": 0, "sse": 0}

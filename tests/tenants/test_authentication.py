@@ -1,0 +1,149 @@
+"""API key authentication and permissions, seen through the REST API."""
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from tenants.models import ApiKey
+from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
+from tests.conftest import asgi_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EVENT = {"topic": "orders.created", "data": {"id": 1}}
+
+
+def assert_unauthenticated(response) -> None:
+    assert response.status_code == 401, response.content
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["detail"]
+
+
+def assert_forbidden(response, reason: str) -> None:
+    assert response.status_code == 403, response.content
+    assert response.headers["content-type"].startswith("application/json")
+    assert reason in response.json()["detail"]
+
+
+@pytest.fixture
+def revoked_key(tenant):
+    issued = api_key_issue(tenant=tenant)
+    api_key_revoke(api_key=issued.api_key)
+    return issued.secret
+
+
+@pytest.fixture
+def expired_key(tenant):
+    return api_key_issue(tenant=tenant, expires_at=timezone.now() - timedelta(seconds=1)).secret
+
+
+@pytest.fixture
+def suspended_key(tenant, api_key):
+    tenant_set_active(tenant=tenant, active=False)
+    return api_key
+
+
+async def test_a_valid_key_publishes(api_key):
+    async with asgi_client(api_key) as client:
+        response = await client.post("/api/v1/events", json=EVENT)
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-header"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="basic-auth"),
+    ],
+)
+async def test_it_asks_for_a_key_when_none_is_given(headers):
+    async with asgi_client() as client:
+        response = await client.post("/api/v1/events", json=EVENT, headers=headers)
+    assert_unauthenticated(response)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer ehk_deadbeef_" + "x" * 43,
+        "Bearer not-a-key",
+        "Bearer",
+        "Bearer two parts",
+        "bearer ehk_deadbeef_" + "y" * 43,
+    ],
+)
+async def test_it_rejects_an_unknown_key(db, authorization):
+    async with asgi_client() as client:
+        response = await client.post(
+            "/api/v1/events", json=EVENT, headers={"Authorization": authorization}
+        )
+    assert_unauthenticated(response)
+
+
+async def test_it_rejects_a_revoked_key(revoked_key):
+    async with asgi_client(revoked_key) as client:
+        response = await client.post("/api/v1/events", json=EVENT)
+    assert_unauthenticated(response)
+    assert "revoked" in response.json()["detail"]
+
+
+async def test_it_rejects_a_key_revoked_after_it_was_used(tenant):
+    issued = await sync_to_async(api_key_issue)(tenant=tenant)
+    async with asgi_client(issued.secret) as client:
+        assert (await client.post("/api/v1/events", json=EVENT)).status_code == 202
+        api_key = await ApiKey.objects.aget(pk=issued.api_key.pk)
+        await sync_to_async(api_key_revoke)(api_key=api_key)
+        response = await client.post("/api/v1/events", json=EVENT)
+    assert_unauthenticated(response)
+
+
+async def test_it_rejects_an_expired_key(expired_key):
+    async with asgi_client(expired_key) as client:
+        response = await client.get("/api/v1/stats")
+    assert_unauthenticated(response)
+    assert "expired" in response.json()["detail"]
+
+
+async def test_it_forbids_a_suspended_tenant(suspended_key):
+    async with asgi_client(suspended_key) as client:
+        published = await client.post("/api/v1/events", json=EVENT)
+        history = await client.get("/api/v1/events")
+    assert_forbidden(published, "suspended")
+    assert_forbidden(history, "suspended")
+
+
+async def test_it_forbids_a_tenant_suspended_after_its_key_was_used(tenant, api_key):
+    async with asgi_client(api_key) as client:
+        assert (await client.post("/api/v1/events", json=EVENT)).status_code == 202
+        await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+        response = await client.post("/api/v1/events", json=EVENT)
+    assert_forbidden(response, "suspended")
+
+
+async def test_it_forbids_reading_history_without_the_history_scope(publish_only_key):
+    async with asgi_client(publish_only_key) as client:
+        response = await client.get("/api/v1/events")
+    assert_forbidden(response, "history")
+
+
+async def test_it_forbids_publishing_without_the_publish_scope(subscribe_only_key):
+    async with asgi_client(subscribe_only_key) as client:
+        single = await client.post("/api/v1/events", json=EVENT)
+        batch = await client.post("/api/v1/events/batch", json={"events": [EVENT]})
+    assert_forbidden(single, "publish")
+    assert_forbidden(batch, "publish")
+
+
+async def test_it_forbids_issuing_tokens_without_the_subscribe_scope(publish_only_key):
+    async with asgi_client(publish_only_key) as client:
+        response = await client.post("/api/v1/tokens", json={"topics": ["*"]})
+    assert_forbidden(response, "subscribe")
+
+
+async def test_a_key_with_only_the_publish_scope_publishes(publish_only_key):
+    async with asgi_client(publish_only_key) as client:
+        response = await client.post("/api/v1/events", json=EVENT)
+    assert response.status_code == 202
