@@ -7,5 +7,8 @@ from dashboard import views
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("stats.json", views.overview_stats, name="overview-stats"),
     path("<slug:slug>/", views.tenant_detail, name="tenant"),
+    path("<slug:slug>/stats.json", views.tenant_stats_json, name="tenant-stats"),
+    path("<slug:slug>/publish", views.tenant_publish, name="tenant-publish"),
 ]

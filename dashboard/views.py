@@ -1,26 +1,88 @@
-"""Provides the dashboard pages: they only render what the selectors return."""
+"""Provides the dashboard pages; they render what the selectors return and call services."""
 
-from django.contrib.admin.views.decorators import staff_member_required
-from django.http import Http404
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
 
+from streams.backends import HubUnavailable, RateLimited
+from streams.envelope import data_encode
 from streams.selectors import tenant_stats
-from tenants.selectors import tenant_get, tenant_list
+from streams.services import EventInput, event_publish
+from streams.topics import TYPE_RE, topic_valid
+from tenants.selectors import tenants_visible_to
 
 
-@staff_member_required
+def _visible_tenant(request, slug: str):
+    tenant = tenants_visible_to(user=request.user).filter(slug=slug).first()
+    if tenant is None:
+        raise Http404
+    return tenant
+
+
+@login_required
+@require_GET
 def overview(request):
-    tenants = [(tenant, tenant_stats(tenant_id=tenant.pk)) for tenant in tenant_list()]
+    tenants = [(t, tenant_stats(tenant_id=t.pk)) for t in tenants_visible_to(user=request.user)]
     return render(request, "dashboard/overview.html", {"tenants": tenants})
 
 
-@staff_member_required
+@login_required
+@require_GET
+def overview_stats(request):
+    """The overview's live numbers, polled by the page."""
+    return JsonResponse(
+        {
+            "tenants": [
+                {"slug": t.slug, "active": t.is_active, **tenant_stats(tenant_id=t.pk)}
+                for t in tenants_visible_to(user=request.user)
+            ]
+        }
+    )
+
+
+@login_required
+@require_GET
 def tenant_detail(request, slug: str):
-    tenant = tenant_get(slug=slug)
-    if tenant is None:
-        raise Http404
+    tenant = _visible_tenant(request, slug)
     return render(
         request,
         "dashboard/tenant.html",
         {"tenant": tenant, "stats": tenant_stats(tenant_id=tenant.pk)},
     )
+
+
+@login_required
+@require_GET
+def tenant_stats_json(request, slug: str):
+    tenant = _visible_tenant(request, slug)
+    return JsonResponse(tenant_stats(tenant_id=tenant.pk))
+
+
+@login_required
+@require_POST
+def tenant_publish(request, slug: str):
+    """The test-publish form: the same service as the API, checked the same way."""
+    tenant = _visible_tenant(request, slug)
+    if not tenant.is_active:
+        return JsonResponse({"detail": "This tenant is suspended."}, status=403)
+    try:
+        body = json.loads(request.body)
+        topic, type_, data = body["topic"], body.get("type") or "message", body.get("data")
+    except (ValueError, KeyError, TypeError):
+        return JsonResponse({"detail": "Send JSON with topic, type and data."}, status=400)
+    if not topic_valid(topic) or not isinstance(type_, str) or not TYPE_RE.match(type_):
+        return JsonResponse({"detail": "Invalid topic or type."}, status=400)
+    try:
+        (envelope,) = event_publish(
+            tenant_id=tenant.pk,
+            events=[EventInput(topic=topic, type=type_, data_json=data_encode(data))],
+            rate=tenant.publish_rate,
+        )
+    except RateLimited:
+        return JsonResponse({"detail": "Publish rate limit exceeded."}, status=429)
+    except HubUnavailable:
+        return JsonResponse({"detail": "The hub is unavailable."}, status=503)
+    return JsonResponse({"id": envelope.id, "seq": envelope.seq, "topic": topic}, status=202)

@@ -123,7 +123,8 @@ WHITENOISE_USE_FINDERS = True
 warnings.filterwarnings("ignore", message="No directory at")
 WHITENOISE_MIMETYPES = {".js": "text/javascript"}
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/dashboard/"
 
 # Largest request body read at all; an event's own limit is EVENTHUB_MAX_EVENT_BYTES.
 EVENTHUB_MAX_BODY_BYTES = env.int("EVENTHUB_MAX_BODY_BYTES", default=4 * 1024 * 1024)

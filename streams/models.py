@@ -11,7 +11,8 @@ class Event(models.Model):
     event_id = models.CharField(max_length=40)
     topic = models.CharField(max_length=200)
     type = models.CharField(max_length=100)
-    data = models.JSONField()
+    # SQL NULL stands for JSON null: both read back as None, which is what the API shows.
+    data = models.JSONField(null=True)
     received_at = models.DateTimeField()
     persisted_at = models.DateTimeField()
 

@@ -69,12 +69,6 @@ async def test_published_events_appear_in_the_history_oldest_first(api_key):
     ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: an event with null data is accepted and delivered but never logged: "
-    "streams/services.py event_log_write_batch saves data=None as SQL NULL into the NOT NULL "
-    "column, and bulk_create(ignore_conflicts=True) silently drops the row on SQLite",
-    strict=True,
-)
 async def test_an_event_with_null_data_appears_in_the_history(api_key):
     await publish_batch(api_key, [{"topic": "t", "data": None}, {"topic": "t", "data": 0}])
     await wait_until_logged(api_key, 2)

@@ -1,0 +1,266 @@
+// Eventhub JavaScript client: a dependency-free ES module served by the hub at /static/eventhub.js.
+//
+//   import { EventhubClient } from "https://hub.example.com/static/eventhub.js";
+//   const hub = new EventhubClient({ url: "https://hub.example.com", topics: ["orders.*"],
+//                                    token: async () => (await fetch("/my-token")).text() });
+//   hub.on("event", (event) => console.log(event.topic, event.data));
+//   hub.connect();
+//
+// It connects over WebSocket (default) or Server-Sent Events, answers the server's pings,
+// reconnects with exponential backoff and jitter, resumes from the last event id (the hub
+// replays what was missed, once and in order), and drops anything it has already seen.
+
+const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403]);
+
+export class EventhubClient {
+  /**
+   * @param {object} options
+   * @param {string} [options.url] base URL of the hub (default: this page's origin)
+   * @param {"websocket"|"sse"} [options.transport]
+   * @param {string[]} [options.topics] patterns such as "orders.*" (default: every topic)
+   * @param {string|(() => Promise<string>|string)} [options.token] subscriber token, or a
+   *   function fetching a fresh one before each connection
+   * @param {string} [options.tenant] tenant slug, for a logged-in dashboard session instead of a token
+   * @param {string} [options.lastEventId] resume after this event
+   * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
+   * @param {number} [options.maxDelay] longest reconnect delay in ms (default 30000)
+   */
+  constructor(options = {}) {
+    this.options = { transport: "websocket", topics: ["*"], minDelay: 500, maxDelay: 30000, ...options };
+    this.baseUrl = (options.url || globalThis.location?.origin || "").replace(/\/$/, "");
+    this.lastEventId = options.lastEventId || null;
+    this.lastSeq = 0;
+    this.epoch = null;
+    this.state = "idle";
+    this.attempt = 0;
+    this.heartbeat = 15;
+    this.handlers = { event: [], welcome: [], state: [], error: [] };
+    this._socket = null;
+    this._source = null;
+    this._watchdog = null;
+    this._retryTimer = null;
+    this._closedByUser = false;
+  }
+
+  /** Registers a handler for "event", "welcome", "state" or "error"; returns an unsubscribe. */
+  on(name, handler) {
+    (this.handlers[name] ||= []).push(handler);
+    return () => {
+      this.handlers[name] = this.handlers[name].filter((h) => h !== handler);
+    };
+  }
+
+  _emit(name, value) {
+    for (const handler of this.handlers[name] || []) {
+      try {
+        handler(value);
+      } catch (err) {
+        console.error("eventhub handler failed", err);
+      }
+    }
+  }
+
+  _setState(state, detail) {
+    if (this.state === state && !detail) return;
+    this.state = state;
+    this._emit("state", { state, ...detail });
+  }
+
+  /** Opens the connection (and keeps it open until close()). */
+  connect() {
+    this._closedByUser = false;
+    this._open();
+    return this;
+  }
+
+  /** Closes the connection for good. */
+  close() {
+    this._closedByUser = true;
+    clearTimeout(this._retryTimer);
+    this._clearWatchdog();
+    this._teardown(1000);
+    this._setState("closed", { code: 1000, reason: "closed by the client" });
+  }
+
+  async _url(path) {
+    const params = new URLSearchParams();
+    params.set("topics", this.options.topics.join(","));
+    let token = this.options.token;
+    if (typeof token === "function") token = await token();
+    if (token) params.set("token", token);
+    if (this.options.tenant) params.set("tenant", this.options.tenant);
+    if (this.lastEventId) params.set("last_event_id", this.lastEventId);
+    return `${this.baseUrl}${path}?${params}`;
+  }
+
+  async _open() {
+    this._setState(this.attempt ? "reconnecting" : "connecting", { attempt: this.attempt });
+    let url;
+    try {
+      url = await this._url(this.options.transport === "sse" ? "/sse/v1/events" : "/ws/v1/events");
+    } catch (err) {
+      this._emit("error", { reason: "could not get a token", error: err });
+      this._scheduleReconnect();
+      return;
+    }
+    if (this._closedByUser) return;
+    if (this.options.transport === "sse") this._openSse(url);
+    else this._openWebSocket(url.replace(/^http/, "ws"));
+  }
+
+  _openWebSocket(url) {
+    const socket = new WebSocket(url);
+    this._socket = socket;
+    let lastError = null;
+    socket.onmessage = (message) => {
+      this._armWatchdog();
+      let frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      if (frame.type === "ping") socket.send('{"type":"pong"}');
+      else if (frame.type === "welcome") this._welcome(frame);
+      else if (frame.type === "event") this._event(frame);
+      else if (frame.type === "error") lastError = frame;
+    };
+    socket.onclose = (close) => {
+      if (this._socket !== socket) return;
+      this._socket = null;
+      this._clearWatchdog();
+      const info = { code: close.code, reason: lastError?.detail || close.reason || "" };
+      if (this._closedByUser) return;
+      if (FATAL_CLOSE_CODES.has(close.code)) {
+        this._emit("error", info);
+        this._setState("closed", info);
+        return;
+      }
+      this._scheduleReconnect(info, close.code === 4429 ? 4 : 1);
+    };
+  }
+
+  _openSse(url) {
+    // Read with fetch rather than EventSource: EventSource only surfaces events whose type a
+    // listener names in advance, hides the `: ping` comments (so no heartbeat watch), and
+    // reconnects on its own schedule. This reader sees every event and every ping.
+    const controller = new AbortController();
+    this._source = controller;
+    const headers = { Accept: "text/event-stream" };
+    if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
+    const fail = (info) => {
+      if (this._source !== controller) return;
+      this._source = null;
+      this._clearWatchdog();
+      if (this._closedByUser) return;
+      if (FATAL_CLOSE_CODES.has(info.code)) {
+        this._emit("error", info);
+        this._setState("closed", info);
+      } else {
+        this._scheduleReconnect(info, info.code === 4429 ? 4 : 1);
+      }
+    };
+    fetch(url, { headers, signal: controller.signal, credentials: "include", cache: "no-store" })
+      .then(async (response) => {
+        if (!response.ok) {
+          let detail = "";
+          try {
+            detail = (await response.json()).detail || "";
+          } catch {
+            /* not JSON */
+          }
+          fail({ code: 4000 + response.status, status: response.status, reason: detail });
+          return;
+        }
+        this._armWatchdog();
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            this._sseBlock(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+        fail({ code: 1006, reason: "stream ended" });
+      })
+      .catch((err) => {
+        if (err?.name !== "AbortError") fail({ code: 1006, reason: String(err) });
+      });
+  }
+
+  _sseBlock(block) {
+    this._armWatchdog(); // any block, a `: ping` comment included, proves the stream alive
+    let type = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) type = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (!data.length) return;
+    const frame = JSON.parse(data.join("\n"));
+    if (type === "welcome") this._welcome(frame);
+    else this._event(frame);
+  }
+
+  _welcome(frame) {
+    this.attempt = 0;
+    this.heartbeat = frame.heartbeat || this.heartbeat;
+    this._setState("open", { recovered: frame.recovered, connectionId: frame.connection_id });
+    this._emit("welcome", frame);
+    this._armWatchdog();
+  }
+
+  _event(frame) {
+    if (frame.type !== "event") return;
+    const epoch = String(frame.id).split("-").slice(1).join("-");
+    if (epoch === this.epoch && frame.seq <= this.lastSeq) return; // already seen
+    this.epoch = epoch;
+    this.lastSeq = frame.seq;
+    this.lastEventId = frame.id;
+    this._emit("event", frame);
+  }
+
+  _armWatchdog() {
+    if (!this._socket && !this._source) return;
+    this._clearWatchdog();
+    this._watchdog = setTimeout(() => {
+      this._emit("error", { code: 4408, reason: "no heartbeat from the server" });
+      this._teardown(4000);
+      this._scheduleReconnect({ code: 4408, reason: "heartbeat missed" });
+    }, this.heartbeat * 2500);
+  }
+
+  _clearWatchdog() {
+    clearTimeout(this._watchdog);
+    this._watchdog = null;
+  }
+
+  _teardown(code) {
+    const socket = this._socket;
+    this._socket = null;
+    if (socket) {
+      try {
+        socket.close(code);
+      } catch {
+        /* already closed */
+      }
+    }
+    const source = this._source;
+    this._source = null;
+    if (source) source.abort();
+  }
+
+  _scheduleReconnect(info = {}, factor = 1) {
+    if (this._closedByUser) return;
+    this.attempt += 1;
+    const base = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** (this.attempt - 1));
+    const delay = Math.min(this.options.maxDelay, base * factor) * (0.5 + Math.random() / 2);
+    this._setState("reconnecting", { ...info, attempt: this.attempt, delay: Math.round(delay) });
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+}
