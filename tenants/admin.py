@@ -1,17 +1,33 @@
 """Provides the Django admin for tenants and API keys."""
 
+from django import forms
 from django.contrib import admin, messages
 
+from streams.selectors import tenant_stats
 from tenants import services
 from tenants.models import SCOPES, ApiKey, Tenant
 
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "max_connections", "publish_rate", "created_at"]
+    list_display = [
+        "slug",
+        "name",
+        "is_active",
+        "live_connections",
+        "max_connections",
+        "publish_rate",
+        "created_at",
+    ]
     list_filter = ["is_active"]
     search_fields = ["slug", "name"]
+    filter_horizontal = ["members"]
     actions = ["suspend", "resume"]
+
+    @admin.display(description="Live connections")
+    def live_connections(self, tenant) -> str:
+        connections = tenant_stats(tenant_id=tenant.pk)["connections"]
+        return f"{connections['websocket']} ws · {connections['sse']} sse"
 
     @admin.action(description="Suspend selected tenants")
     def suspend(self, request, queryset):
@@ -24,8 +40,21 @@ class TenantAdmin(admin.ModelAdmin):
             services.tenant_set_active(tenant=tenant, active=True)
 
 
+class ApiKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=[(s, s) for s in SCOPES],
+        initial=list(SCOPES),
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["tenant", "name", "scopes", "expires_at"]
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
     list_display = [
         "prefix",
         "tenant",
