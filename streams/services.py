@@ -1,16 +1,19 @@
 """Provides the writes of the streams app: publishing events and writing the event log."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections
+from django.db import DataError, IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from streams import metrics, runtime
 from streams.envelope import Envelope
 from streams.models import Event
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,23 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
         )
         for e in envelopes
     ]
-    Event.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    try:
+        with transaction.atomic():
+            Event.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    except (DataError, IntegrityError):
+        # One row the database refuses must not block the log forever (the writer retries a
+        # failed batch): write row by row and set aside only the refused ones, loudly.
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    Event.objects.bulk_create([row], ignore_conflicts=True)
+            except (DataError, IntegrityError):
+                logger.error(
+                    "event %s of tenant %s refused by the database; not logged",
+                    row.event_id,
+                    row.tenant_id,
+                    exc_info=True,
+                )
     per_tenant: dict[int, int] = {}
     for e in envelopes:
         per_tenant[e.tenant_id] = per_tenant.get(e.tenant_id, 0) + 1
