@@ -403,7 +403,12 @@ class Hub:
     async def _close_revoked(self) -> None:
         """Closes connections whose key was revoked or expired, or whose tenant was suspended,
         since they connected (4403; an SSE stream ends)."""
-        subs = [sub for tenant in self.tenants.values() for sub in tenant.subscribers]
+        subs = [
+            sub
+            for tenant in self.tenants.values()
+            for sub in tenant.subscribers
+            if sub.pending is None  # still opening: checked on the next round
+        ]
         if not subs:
             return
         key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
@@ -440,8 +445,8 @@ class Hub:
     async def _beat(self, now: float, ping: bool, stale: float) -> None:
         for tenant in list(self.tenants.values()):
             for sub in list(tenant.subscribers):
-                if sub.closed:
-                    continue
+                if sub.closed or sub.pending is not None:
+                    continue  # still opening: its welcome must be the first thing it gets
                 if sub.transport == "websocket" and now - sub.last_seen > stale:
                     await self.close(sub, 4408, "no frame from the client in time")
                     continue
