@@ -5,21 +5,18 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from streams import metrics
+from streams.connections import Subscriber, TenantHub
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from tenants.selectors import credentials_revoked
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[dict], Awaitable[None]]
-Close = Callable[[int, str], Awaitable[None]]
 
 # How often each hub re-checks that its connections' keys and tenants are still valid.
 AUTH_RECHECK_SECONDS = 2.0
@@ -30,116 +27,6 @@ PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": Tr
 
 class ConnectionLimitReached(Exception):
     """Raised by Hub.subscribe when the tenant has no connection left."""
-
-
-class Subscriber:
-    """One live connection as the hub sees it; made by a consumer when it connects."""
-
-    __slots__ = (
-        "close",
-        "closed",
-        "connection_id",
-        "key_id",
-        "last_seen",
-        "last_seq",
-        "patterns",
-        "pending",
-        "send",
-        "tenant_id",
-        "transport",
-    )
-
-    def __init__(
-        self,
-        *,
-        transport: str,
-        tenant_id: int,
-        key_id: int | None,
-        patterns: Iterable[str],
-        send: Send,
-        close: Close,
-    ) -> None:
-        self.connection_id = uuid.uuid4().hex
-        self.transport = transport
-        self.tenant_id = tenant_id
-        self.key_id = key_id
-        self.patterns = tuple(patterns)
-        self.send = send
-        self.close = close
-        self.last_seq = 0
-        self.last_seen = time.monotonic()
-        # Not None while replaying: live events wait here so replay hands over without a gap.
-        self.pending: list[Envelope] | None = None
-        self.closed = False
-
-
-class TenantHub:
-    """One tenant's local connections, indexed by pattern so matching costs no scan."""
-
-    __slots__ = (
-        "by_transport",
-        "early",
-        "epoch",
-        "exact",
-        "last_seq",
-        "prefixes",
-        "subscribers",
-        "wildcard",
-    )
-
-    def __init__(self) -> None:
-        self.subscribers: set[Subscriber] = set()
-        self.wildcard: set[Subscriber] = set()
-        self.exact: dict[str, set[Subscriber]] = {}
-        self.prefixes: dict[str, set[Subscriber]] = {}
-        self.by_transport = {"websocket": 0, "sse": 0}
-        # The last seq this process delivered, and its epoch; None until the tenant's current
-        # seq is known, while arriving events wait in `early`.
-        self.last_seq: int | None = None
-        self.epoch = ""
-        self.early: list[Envelope] = []
-
-    def add(self, sub: Subscriber) -> None:
-        self.subscribers.add(sub)
-        self.by_transport[sub.transport] += 1
-        for pattern in sub.patterns:
-            if pattern == "*":
-                self.wildcard.add(sub)
-            elif pattern.endswith("*"):
-                self.prefixes.setdefault(pattern[:-1], set()).add(sub)
-            else:
-                self.exact.setdefault(pattern, set()).add(sub)
-
-    def remove(self, sub: Subscriber) -> bool:
-        if sub not in self.subscribers:
-            return False
-        self.subscribers.discard(sub)
-        self.by_transport[sub.transport] -= 1
-        for pattern in sub.patterns:
-            if pattern == "*":
-                self.wildcard.discard(sub)
-                continue
-            index, key = (
-                (self.prefixes, pattern[:-1]) if pattern.endswith("*") else (self.exact, pattern)
-            )
-            members = index.get(key)
-            if members is not None:
-                members.discard(sub)
-                if not members:
-                    del index[key]
-        return True
-
-    def recipients(self, topic: str) -> Iterable[Subscriber]:
-        if not self.exact and not self.prefixes:
-            return tuple(self.wildcard)
-        found = set(self.wildcard)
-        members = self.exact.get(topic)
-        if members:
-            found |= members
-        for prefix, members in self.prefixes.items():
-            if topic.startswith(prefix):
-                found |= members
-        return found
 
 
 class Hub:
@@ -455,3 +342,6 @@ class Hub:
                         await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
                     except Exception:
                         self._drop(sub)
+
+
+__all__ = ["ConnectionLimitReached", "Hub", "Subscriber", "TenantHub"]

@@ -1,0 +1,121 @@
+"""Provides the connections as a process's hub sees them: each Subscriber, and each tenant's
+set of them indexed by topic pattern, so that finding an event's recipients costs no scan."""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+
+from streams.envelope import Envelope
+
+Send = Callable[[dict], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+class Subscriber:
+    """One live connection as the hub sees it; made by a consumer when it connects."""
+
+    __slots__ = (
+        "close",
+        "closed",
+        "connection_id",
+        "key_id",
+        "last_seen",
+        "last_seq",
+        "patterns",
+        "pending",
+        "send",
+        "tenant_id",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        *,
+        transport: str,
+        tenant_id: int,
+        key_id: int | None,
+        patterns: Iterable[str],
+        send: Send,
+        close: Close,
+    ) -> None:
+        self.connection_id = uuid.uuid4().hex
+        self.transport = transport
+        self.tenant_id = tenant_id
+        self.key_id = key_id
+        self.patterns = tuple(patterns)
+        self.send = send
+        self.close = close
+        self.last_seq = 0
+        self.last_seen = time.monotonic()
+        # Not None while replaying: live events wait here so replay hands over without a gap.
+        self.pending: list[Envelope] | None = None
+        self.closed = False
+
+
+class TenantHub:
+    """One tenant's local connections, indexed by pattern so matching costs no scan."""
+
+    __slots__ = (
+        "by_transport",
+        "early",
+        "epoch",
+        "exact",
+        "last_seq",
+        "prefixes",
+        "subscribers",
+        "wildcard",
+    )
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.wildcard: set[Subscriber] = set()
+        self.exact: dict[str, set[Subscriber]] = {}
+        self.prefixes: dict[str, set[Subscriber]] = {}
+        self.by_transport = {"websocket": 0, "sse": 0}
+        # The last seq this process delivered, and its epoch; None until the tenant's current
+        # seq is known, while arriving events wait in `early`.
+        self.last_seq: int | None = None
+        self.epoch = ""
+        self.early: list[Envelope] = []
+
+    def add(self, sub: Subscriber) -> None:
+        self.subscribers.add(sub)
+        self.by_transport[sub.transport] += 1
+        for pattern in sub.patterns:
+            if pattern == "*":
+                self.wildcard.add(sub)
+            elif pattern.endswith("*"):
+                self.prefixes.setdefault(pattern[:-1], set()).add(sub)
+            else:
+                self.exact.setdefault(pattern, set()).add(sub)
+
+    def remove(self, sub: Subscriber) -> bool:
+        if sub not in self.subscribers:
+            return False
+        self.subscribers.discard(sub)
+        self.by_transport[sub.transport] -= 1
+        for pattern in sub.patterns:
+            if pattern == "*":
+                self.wildcard.discard(sub)
+                continue
+            index, key = (
+                (self.prefixes, pattern[:-1]) if pattern.endswith("*") else (self.exact, pattern)
+            )
+            members = index.get(key)
+            if members is not None:
+                members.discard(sub)
+                if not members:
+                    del index[key]
+        return True
+
+    def recipients(self, topic: str) -> Iterable[Subscriber]:
+        if not self.exact and not self.prefixes:
+            return tuple(self.wildcard)
+        found = set(self.wildcard)
+        members = self.exact.get(topic)
+        if members:
+            found |= members
+        for prefix, members in self.prefixes.items():
+            if topic.startswith(prefix):
+                found |= members
+        return found
