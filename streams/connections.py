@@ -1,6 +1,7 @@
 """Provides the connections as a process's hub sees them: each Subscriber, and each tenant's
 set of them indexed by topic pattern, so that finding an event's recipients costs no scan."""
 
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -11,10 +12,43 @@ Send = Callable[[dict], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
 
 
+def server_send(send: Send) -> Send:
+    """The server's own `send` beneath Channels' session middleware.
+
+    The session wrapper inspects every message to save sessions and set cookies on HTTP
+    responses; the hub's frames never touch a session, so it writes past the wrapper.
+    """
+    while hasattr(getattr(send, "__self__", None), "real_send"):
+        send = send.__self__.real_send
+    return send
+
+
+def transport_backlog(send: Send) -> Callable[[], int] | None:
+    """Returns a function giving the bytes a connection has not yet taken off the server, or
+    None when the server does not let us see it.
+
+    ASGI gives an application no view of a client's backlog, and daphne keeps writing to a
+    client that does not read until the process runs out of memory. Under daphne, `send` is
+    `partial(server.handle_reply, protocol)` and the protocol's Twisted transport buffers what
+    the client has not read; reading that buffer is what lets the hub close a slow consumer
+    (4008) instead.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    transport = getattr(protocol, "transport", None)
+    if not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
+        return None
+
+    def backlog() -> int:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    return backlog
+
+
 class Subscriber:
     """One live connection as the hub sees it; made by a consumer when it connects."""
 
     __slots__ = (
+        "backlog",
         "close",
         "closed",
         "connection_id",
@@ -43,8 +77,9 @@ class Subscriber:
         self.tenant_id = tenant_id
         self.key_id = key_id
         self.patterns = tuple(patterns)
-        self.send = send
+        self.send = server_send(send)
         self.close = close
+        self.backlog = transport_backlog(self.send)
         self.last_seq = 0
         self.last_seen = time.monotonic()
         # Not None while replaying: live events wait here so replay hands over without a gap.

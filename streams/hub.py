@@ -131,10 +131,10 @@ class Hub:
             await sub.close(code, reason)
         await self.unsubscribe(sub)
 
-    def _drop(self, sub: Subscriber) -> None:
-        """Closes a connection whose send failed, outside the loop that found it."""
+    def _drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
+        """Closes a connection that failed or fell behind, outside the loop that found it."""
         if not sub.closed:
-            self.loop.create_task(self.close(sub, 1011, "send failed"))
+            self.loop.create_task(self.close(sub, code, reason))
 
     # Delivery ------------------------------------------------------------------------------
 
@@ -330,12 +330,18 @@ class Hub:
                     await self.deliver(tenant_id, missing)
 
     async def _beat(self, now: float, ping: bool, stale: float) -> None:
+        max_backlog = settings.EVENTHUB_MAX_BUFFER_BYTES
         for tenant in list(self.tenants.values()):
             for sub in list(tenant.subscribers):
                 if sub.closed or sub.pending is not None:
                     continue  # still opening: its welcome must be the first thing it gets
                 if sub.transport == "websocket" and now - sub.last_seen > stale:
                     await self.close(sub, 4408, "no frame from the client in time")
+                    continue
+                # Checked once a tick, after the server had time to flush: a burst may pass
+                # through, a client that stopped reading may not.
+                if sub.backlog is not None and sub.backlog() > max_backlog:
+                    await self.close(sub, 4008, "slow consumer: reconnect with your last id")
                     continue
                 if ping:
                     try:

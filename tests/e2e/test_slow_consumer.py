@@ -1,0 +1,72 @@
+"""A client that stops reading is closed as a slow consumer (4008) instead of growing the
+server's memory without bound; the others keep receiving."""
+
+import asyncio
+
+import httpx
+import pytest
+import websockets
+
+from tests.processes import Process, base_env, manage
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(tmp_path):
+    env = base_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        EVENTHUB_MAX_BUFFER_BYTES=str(256 * 1024),
+    )
+    manage(env, "migrate", "--no-input")
+    manage(env, "create_tenant", "acme")
+    key = manage(env, "create_api_key", "acme").strip().splitlines()[-1]
+    process = Process("web", env, tmp_path).start()
+    yield process, key
+    process.stop()
+
+
+async def test_a_client_that_stops_reading_is_closed_with_4008(server):
+    web, key = server
+    headers = {"Authorization": f"Bearer {key}"}
+    # max_queue=1: the client library stops reading the socket once one frame waits.
+    stalled = await websockets.connect(
+        f"{web.ws_url}/ws/v1/events", additional_headers=headers, ping_interval=None,
+        max_queue=1, max_size=None,
+    )  # fmt: skip
+    healthy = await websockets.connect(
+        f"{web.ws_url}/ws/v1/events", additional_headers=headers, ping_interval=None,
+        max_size=None,
+    )  # fmt: skip
+    await stalled.recv()
+    await healthy.recv()
+    received = 0
+
+    async def read_healthy():
+        nonlocal received
+        while True:
+            await healthy.recv()
+            received += 1
+
+    reader = asyncio.create_task(read_healthy())
+    payload = "x" * 60_000
+    async with httpx.AsyncClient(headers=headers, timeout=10) as client:
+        for _ in range(200):  # up to ~120 MB: well past the socket buffers and the allowance
+            batch = [{"topic": "big", "data": payload}] * 10
+            response = await client.post(f"{web.url}/api/v1/events/batch", json={"events": batch})
+            assert response.status_code == 202
+            await asyncio.sleep(0.05)
+            stats = (await client.get(f"{web.url}/api/v1/stats")).json()
+            if stats["connections"]["websocket"] == 1:
+                break
+        else:
+            raise AssertionError("the stalled client was never closed")
+    assert not reader.done(), "the client that reads was kept"
+    reader.cancel()
+    assert received > 0
+    # Reading on, the stalled client finds what was queued, then the close code.
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(stalled.recv(), 10)
+    assert closed.value.rcvd.code == 4008
+    await healthy.close()
