@@ -13,9 +13,11 @@ from django.urls import re_path  # noqa: E402
 
 from eventhub import redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
+from streams import runtime  # noqa: E402
 from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 redaction.install()
+runtime.install_shutdown_hook()
 
 application = ProtocolTypeRouter(
     {

@@ -23,6 +23,15 @@ def server_send(send: Send) -> Send:
     return send
 
 
+def server_protocol(send: Send):
+    """The daphne protocol object behind a consumer's `send`, or None under another server.
+
+    Under daphne, the server's `send` is `partial(server.handle_reply, protocol)`.
+    """
+    send = server_send(send)
+    return send.args[0] if isinstance(send, functools.partial) and send.args else None
+
+
 def transport_backlog(send: Send) -> Callable[[], int] | None:
     """Returns a function giving the bytes a connection has not yet taken off the server, or
     None when the server does not let us see it.
@@ -33,8 +42,7 @@ def transport_backlog(send: Send) -> Callable[[], int] | None:
     the client has not read; reading that buffer is what lets the hub close a slow consumer
     (4008) instead.
     """
-    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
-    transport = getattr(protocol, "transport", None)
+    transport = getattr(server_protocol(send), "transport", None)
     if not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
         return None
 

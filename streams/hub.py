@@ -61,11 +61,20 @@ class Hub:
             ]
 
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        """Closes every local connection and stops the loops; runs before the process exits."""
+        """Closes every local connection and stops the loops; runs before the process exits.
+
+        Every close is sent before anything that could yield to the loop, where the server is
+        cancelling the consumers at the same time.
+        """
         self.closing = True
-        for tenant in list(self.tenants.values()):
-            for sub in list(tenant.subscribers):
-                await self.close(sub, code, reason)
+        subs = [sub for tenant in self.tenants.values() for sub in tenant.subscribers]
+        for sub in subs:
+            if not sub.closed:
+                sub.closed = True
+                with contextlib.suppress(Exception):
+                    await sub.close(code, reason)
+        for sub in subs:
+            await self.unsubscribe(sub)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

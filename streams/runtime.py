@@ -29,7 +29,6 @@ def get_backend():
 
             _backend = LocalBackend()
         _backend.start()
-        _install_shutdown_hook()
     return _backend
 
 
@@ -39,7 +38,6 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop:
         _hub = Hub(get_backend())
-        _install_shutdown_hook()
     return _hub
 
 
@@ -68,15 +66,17 @@ def reset() -> None:
 _hook_installed = False
 
 
-def _install_shutdown_hook() -> None:
-    """Under daphne (Twisted), runs `shutdown` before the reactor stops, and waits for it."""
+def install_shutdown_hook() -> None:
+    """Under daphne (Twisted), runs `shutdown` before the reactor stops, and waits for it.
+
+    Called when the ASGI application is imported, before daphne registers its own trigger that
+    cancels every consumer: ours must come first, so that connections get their 1001 while
+    their consumers still run.
+    """
     global _hook_installed
     if _hook_installed or "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import defer, reactor
-
-    if not reactor.running:
-        return
 
     def before_shutdown():
         logger.info("shutting down: closing connections and draining the event log")

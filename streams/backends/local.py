@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from streams import metrics
-from streams.backends import RateLimited
+from streams.backends import HubUnavailable, RateLimited
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
@@ -58,6 +58,7 @@ class LocalBackend:
         self._tenants: dict[int, _TenantSequence] = {}
         self._lock = asyncio.Lock()
         self._buckets = TokenBuckets()
+        self.closing = False
         # (tenant, slot) -> (fingerprint, response or None while running, expiry)
         self._idempotency: dict[tuple[int, str], tuple[str, str | None, float]] = {}
 
@@ -78,6 +79,9 @@ class LocalBackend:
         received_at: datetime,
         rate: int | None = None,
     ) -> list[Envelope]:
+        if self.closing:
+            # Everything accepted must reach the log before the process exits.
+            raise HubUnavailable("the server is shutting down")
         if rate:
             wait = self._buckets.take(tenant_id=tenant_id, rate=rate, count=len(items))
             if wait:
@@ -175,4 +179,6 @@ class LocalBackend:
         self._idempotency.pop((tenant_id, slot), None)
 
     async def close(self) -> None:
+        """Refuses further publishes and drains the log queue; runs at shutdown."""
+        self.closing = True
         await self.log_queue.stop()

@@ -8,6 +8,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from streams import runtime
+from streams.connections import server_protocol
 from streams.consumers.membership import HubMembershipMixin
 from streams.hub import Subscriber
 from streams.subscriptions import Refusal, subscription_admit, subscription_start
@@ -56,10 +57,18 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
         await runtime.get_hub().go_live(self.sub)
 
     async def _close(self, code: int, reason: str) -> None:
-        # daphne drops the close reason (it sends the code only), so the reason also goes out
-        # as a last frame that a client can show.
-        if code != 1001 and code >= 4000:
+        """Closes with a code and a reason the client can read.
+
+        daphne passes neither the reason nor codes such as 1001 (its WebSocket library only
+        lets it send 1000 and 3000-4999), so under daphne the close frame is sent through the
+        protocol directly; the reason also goes out first as an error frame.
+        """
+        if code >= 4000:
             await self.send_json({"type": "error", "code": code, "detail": reason})
+        protocol = server_protocol(self.base_send)
+        if hasattr(protocol, "sendCloseFrame") and protocol.state == protocol.STATE_OPEN:
+            protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
+            return
         await self.close(code=code, reason=reason)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
