@@ -14,12 +14,15 @@ const perSecond = new Array(60).fill(0);
 let currentSecond = Math.floor(Date.now() / 1000);
 
 function connect() {
+  // Carry the last event id over, so that switching transport or topics loses nothing.
+  const lastEventId = client?.lastEventId || undefined;
   if (client) client.close();
   const topics = document.getElementById("topics").value.split(",").map((t) => t.trim()).filter(Boolean);
   client = new EventhubClient({
     tenant: viewer.dataset.tenant,
     transport: document.getElementById("transport").value,
     topics: topics.length ? topics : ["*"],
+    lastEventId,
   });
   client.on("state", ({ state, reason }) => {
     stateBadge.textContent = reason ? `${state}: ${reason}` : state;
