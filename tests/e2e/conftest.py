@@ -1,0 +1,677 @@
+"""Provides the real hub for end-to-end tests: daphne on a free port over its own SQLite
+database, the management commands a user runs, and WebSocket and SSE clients that collect what
+they receive behind bounded waits. Fixtures own the processes and connections they start and
+always stop them."""
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parents[2]
+DAPHNE = Path(sys.executable).parent / "daphne"
+
+HEARTBEAT = 0.3
+STALE_TIMEOUT = 1.5
+MAX_EVENT_BYTES = 1024
+MAX_BODY_BYTES = 64 * 1024
+MAX_BATCH = 100
+
+# Short enough for tests to see heartbeats and reaping within a second or two; limits small
+# enough that a test can exceed each of them cheaply; no key cache, so that a revoked key or a
+# suspended tenant is refused at once.
+HUB_ENV = {
+    "SECRET_KEY": "e2e-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+    "DEBUG": "0",
+    "PYTHONUNBUFFERED": "1",
+    "EVENTHUB_HEARTBEAT_INTERVAL": str(HEARTBEAT),
+    "EVENTHUB_STALE_TIMEOUT": str(STALE_TIMEOUT),
+    "EVENTHUB_KEY_CACHE_SECONDS": "0",
+    "EVENTHUB_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
+    "EVENTHUB_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+    "EVENTHUB_MAX_BATCH": str(MAX_BATCH),
+}
+
+_ACCESS_LINE = re.compile(r"^127\.0\.0\.1:\d+ - - \[")
+
+START_WITHIN = 20.0
+STOP_WITHIN = 15.0
+COMMAND_WITHIN = 60.0
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hub_env(database: Path, **overrides: str) -> dict[str, str]:
+    """The environment of every hub process: the caller's, minus anything that would point
+    the hub at another engine or change its limits, plus the e2e settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("EVENTHUB_") and k not in {"REDIS_URL", "DATABASE_URL"}
+    }
+    env.update(HUB_ENV, DATABASE_URL=f"sqlite:///{database}")
+    env.update(overrides)
+    return env
+
+
+# Runs the real create_tenant and create_api_key commands for several tenants in one Django
+# start-up (each start-up costs most of a second); each key is the last line of its command's
+# output, as a user would read it.
+_TENANTS_SCRIPT = """
+import io, json, os
+from django.core.management import call_command
+made = []
+for spec in json.loads(os.environ["E2E_TENANT_SPECS"]):
+    call_command("create_tenant", spec["slug"], stdout=io.StringIO(), **spec["options"])
+    keys = []
+    for scopes in spec["keys"]:
+        out = io.StringIO()
+        call_command("create_api_key", spec["slug"], scopes=scopes, stdout=out)
+        keys.append(out.getvalue().strip().splitlines()[-1])
+    made.append(keys)
+print(json.dumps(made))
+"""
+ALL_SCOPES = "publish,subscribe,history"
+POOL_SIZE = 25
+
+
+@dataclass
+class Tenant:
+    slug: str
+    key: str  # every scope
+    keys: dict[str, str] = field(default_factory=dict)  # by comma-separated scopes
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(self.key)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+class HubServer:
+    """One daphne process serving the hub over a database of its own.
+
+    `restart` keeps the database, as an operator restarting the service would.
+    """
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.database = workdir / "db.sqlite3"
+        self.env = hub_env(self.database, **env)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "daphne.log"
+        self._pool: list[Tenant] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    # Management commands ---------------------------------------------------------------
+
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Runs `manage.py ARGS` against this hub's database; returns stdout, fails on error."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=dict(self.env, **(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_WITHIN,
+            check=False,
+        )
+        assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def tenant(
+        self,
+        name: str = "t",
+        *,
+        max_connections: int | None = None,
+        publish_rate: int | None = None,
+        extra_keys: tuple[str, ...] = (),
+    ) -> Tenant:
+        """A new tenant with a unique slug and a key with every scope, plus one key per entry
+        of `extra_keys` (comma-separated scopes, e.g. "publish"). Plain tenants come from a
+        pool made in advance."""
+        options = {}
+        if max_connections is not None:
+            options["max_connections"] = max_connections
+        if publish_rate is not None:
+            options["publish_rate"] = publish_rate
+        if options or extra_keys:
+            return self._make_tenants([(name, options, [ALL_SCOPES, *extra_keys])])[0]
+        if not self._pool:
+            self._pool = self._make_tenants([("t", {}, [ALL_SCOPES])] * POOL_SIZE)
+        return self._pool.pop(0)
+
+    def _make_tenants(self, specs: list[tuple[str, dict, list[str]]]) -> list[Tenant]:
+        wanted = [
+            {"slug": f"{name}-{secrets.token_hex(4)}", "options": options, "keys": keys}
+            for name, options, keys in specs
+        ]
+        out = self.manage(
+            "shell", "-c", _TENANTS_SCRIPT, env={"E2E_TENANT_SPECS": json.dumps(wanted)}
+        )
+        made = json.loads(out.strip().splitlines()[-1])
+        return [
+            Tenant(slug=spec["slug"], key=keys[0], keys=dict(zip(spec["keys"], keys, strict=True)))
+            for spec, keys in zip(wanted, made, strict=True)
+        ]
+
+    # Run in a thread: a test's event loop must go on answering pings meanwhile.
+
+    async def suspend(self, tenant: Tenant) -> None:
+        """Suspends the tenant, as an operator would from a shell."""
+        script = (
+            "from tenants.models import Tenant; from tenants.services import tenant_set_active; "
+            f"tenant_set_active(tenant=Tenant.objects.get(slug={tenant.slug!r}), active=False)"
+        )
+        await asyncio.to_thread(self.manage, "shell", "-c", script)
+
+    async def revoke(self, key_or_prefix: str) -> None:
+        await asyncio.to_thread(self.manage, "revoke_api_key", key_or_prefix)
+
+    # Process ---------------------------------------------------------------------------
+
+    def start(self, within: float = START_WITHIN) -> "HubServer":
+        """Starts daphne on a free port; returns once /healthz answers 200."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.port = free_port()
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- starting on port {self.port}\n".encode())
+            self.proc = subprocess.Popen(
+                [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "eventhub.asgi:application"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daphne exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1, trust_env=False).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"daphne not healthy within {within}s:\n{self.log()}")
+
+    def terminate(self) -> None:
+        """Sends SIGTERM (a graceful stop) and returns at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, within: float = STOP_WITHIN) -> int:
+        """Waits for the process to end; fails the test if it does not in time."""
+        try:
+            return self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"daphne did not exit within {within}s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_WITHIN)
+
+    def stop(self, within: float = STOP_WITHIN) -> None:
+        """SIGTERM, a bounded wait, then SIGKILL if it is still there."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.terminate()
+        try:
+            self.proc.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def restart(self) -> "HubServer":
+        """A graceful stop and a start on the same database (on a new port)."""
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        """The server's output, without the access log (one line per request), which would
+        bury what matters when a test fails."""
+        if not self.log_path.exists():
+            return ""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if not _ACCESS_LINE.match(line)]
+        return "\n".join(kept[-200:])
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory) -> Path:
+    """A migrated, empty database, made once; each hub starts from a copy of it."""
+    workdir = tmp_path_factory.mktemp("template")
+    HubServer(workdir).manage("migrate", "--no-input")
+    return workdir / "db.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def make_hub(tmp_path_factory, migrated_database):
+    """Makes hubs (started) on fresh databases; stops every one of them at the end."""
+    started: list[HubServer] = []
+
+    def make(**env: str) -> HubServer:
+        workdir = tmp_path_factory.mktemp("hub")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{migrated_database}{suffix}")
+            if source.exists():
+                shutil.copy(source, workdir / source.name)
+        server = HubServer(workdir, **env)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hub(make_hub) -> HubServer:
+    """The hub most tests share; each test makes tenants of its own on it."""
+    return make_hub()
+
+
+@pytest.fixture
+def own_hub(make_hub):
+    """A hub of the test's own, for tests that stop or restart it."""
+    server = make_hub()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tenant(hub) -> Tenant:
+    return hub.tenant()
+
+
+# Waiting ---------------------------------------------------------------------------------
+
+
+async def eventually(check: Callable[[], Awaitable[object]], within: float, what: str):
+    """Polls `check` until it returns something truthy; fails with `what` after `within`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def bounded(awaitable, within: float, what: str):
+    try:
+        return await asyncio.wait_for(awaitable, within)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within}s waiting for {what}") from None
+
+
+# Clients ---------------------------------------------------------------------------------
+
+
+def query(**params: str | None) -> str:
+    given = {k: v for k, v in params.items() if v is not None}
+    return f"?{urlencode(given)}" if given else ""
+
+
+class WsClient:
+    """A WebSocket subscriber. A background reader collects frames; like a well-behaved
+    client it answers the server's `{"type": "ping"}` with a pong, unless told not to."""
+
+    def __init__(self, connection, *, answer_pings: bool) -> None:
+        self.connection = connection
+        self.answer_pings = answer_pings
+        self.pings = 0
+        self.frames: asyncio.Queue[dict] = asyncio.Queue()
+        self.received: list[dict] = []  # every frame but pings, in order
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.connection:
+                frame = json.loads(raw)
+                if frame.get("type") == "ping":
+                    self.pings += 1
+                    if self.answer_pings:
+                        await self.connection.send('{"type": "pong"}')
+                    continue
+                self.received.append(frame)
+                self.frames.put_nowait(frame)
+        except ConnectionClosed:
+            pass
+
+    @property
+    def open(self) -> bool:
+        return not self._reader.done()
+
+    async def next_frame(self, within: float = 5.0) -> dict:
+        return await bounded(self.frames.get(), within, "the next WebSocket frame")
+
+    async def welcome(self, within: float = 5.0) -> dict:
+        frame = await self.next_frame(within)
+        assert frame["type"] == "welcome", frame
+        return frame
+
+    async def events(self, count: int, within: float = 5.0) -> list[dict]:
+        """The next `count` frames, each of which must be an event."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        got = []
+        while len(got) < count:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"got {len(got)} of {count} events within {within}s: {got}")
+            frame = await self.next_frame(left)
+            assert frame["type"] == "event", f"expected an event, got {frame}"
+            got.append(frame)
+        return got
+
+    async def until(self, data, within: float = 5.0) -> list[dict]:
+        """The events up to and including the first whose data is `data` (a fence)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        got = []
+        while not got or got[-1]["data"] != data:
+            got += await self.events(1, max(0.01, deadline - loop.time()))
+        return got
+
+    async def send(self, frame: dict) -> None:
+        await self.connection.send(json.dumps(frame))
+
+    async def closed(self, within: float = 5.0) -> int | None:
+        """Waits for the server to end the connection; returns the close code it sent (1006
+        when the connection ended without a close frame)."""
+        await bounded(asyncio.shield(self._reader), within, "the server to close the WebSocket")
+        await bounded(self.connection.wait_closed(), within, "the TCP connection to close")
+        return self.connection.close_code
+
+    def abort(self) -> None:
+        """Drops the TCP connection without a close frame, as a vanished client does."""
+        self.connection.transport.abort()
+
+    async def close(self) -> None:
+        if self.open:
+            await self.connection.close()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class SseClient:
+    """An EventSource-like reader over a streamed httpx response. A background reader parses
+    the stream into messages ({"event", "id", "data"}, data decoded as JSON)."""
+
+    def __init__(self, client: httpx.AsyncClient, response: httpx.Response) -> None:
+        self.client = client
+        self.response = response
+        self.lines: list[str] = []  # every line, as sent
+        self.pings = 0
+        self.messages: asyncio.Queue[dict] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        message: dict = {}
+        try:
+            async for line in self.response.aiter_lines():
+                self.lines.append(line)
+                if line == "":
+                    if "data" in message:
+                        message["data"] = json.loads(message["data"])
+                        self.messages.put_nowait(message)
+                    message = {}
+                elif line.startswith(":"):
+                    if line == ": ping":
+                        self.pings += 1
+                else:
+                    name, _, value = line.partition(":")
+                    message[name] = value.removeprefix(" ")
+        except httpx.HTTPError:
+            pass
+
+    @property
+    def open(self) -> bool:
+        return not self._reader.done()
+
+    async def next_message(self, within: float = 5.0) -> dict:
+        return await bounded(self.messages.get(), within, "the next SSE message")
+
+    async def welcome(self, within: float = 5.0) -> dict:
+        message = await self.next_message(within)
+        assert message.get("event") == "welcome", message
+        return message["data"]
+
+    async def events(self, count: int, within: float = 5.0) -> list[dict]:
+        """The event JSON of the next `count` messages, each of which must be an event."""
+        return [m["data"] for m in await self.event_messages(count, within)]
+
+    async def event_messages(self, count: int, within: float = 5.0) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        got = []
+        while len(got) < count:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"got {len(got)} of {count} events within {within}s: {got}")
+            message = await self.next_message(left)
+            assert message["data"].get("type") == "event", f"expected an event, got {message}"
+            got.append(message)
+        return got
+
+    async def until(self, data, within: float = 5.0) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        got = []
+        while not got or got[-1]["data"] != data:
+            got += await self.events(1, max(0.01, deadline - loop.time()))
+        return got
+
+    async def ended(self, within: float = 5.0) -> None:
+        """Waits for the server to end the stream."""
+        await bounded(asyncio.shield(self._reader), within, "the server to end the SSE stream")
+
+    async def close(self) -> None:
+        """Closes the connection (the body is unread, so httpx drops the socket)."""
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.response.aclose()
+        await self.client.aclose()
+
+
+@dataclass
+class Refused:
+    """How a subscribe request was refused: WebSocket close code and last frame, or HTTP."""
+
+    code: int | None = None
+    frames: list[dict] = field(default_factory=list)
+    status: int | None = None
+    headers: httpx.Headers | None = None
+    body: dict | None = None
+
+
+class Subscribers:
+    """Opens WebSocket and SSE subscribers on a hub; closes whatever is left at the end."""
+
+    def __init__(self) -> None:
+        self._open: list[WsClient | SseClient] = []
+
+    async def ws(
+        self,
+        server: HubServer,
+        key: str | None = None,
+        *,
+        answer_pings: bool = True,
+        headers: dict[str, str] | None = None,
+        origin: str | None = None,
+        **params: str | None,
+    ) -> WsClient:
+        all_headers = dict(headers or {})
+        if key:
+            all_headers.update(bearer(key))
+        connection = await websockets.connect(
+            f"{server.ws_url}/ws/v1/events{query(**params)}",
+            additional_headers=all_headers,
+            origin=origin,
+            # The app watches its own JSON frames only; protocol-level pings are off so that a
+            # silent client is really silent.
+            ping_interval=None,
+            proxy=None,
+            open_timeout=5,
+            close_timeout=2,
+        )
+        client = WsClient(connection, answer_pings=answer_pings)
+        self._open.append(client)
+        return client
+
+    async def sse(
+        self,
+        server: HubServer,
+        key: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **params: str | None,
+    ) -> SseClient:
+        """Opens a stream that must be accepted (200, text/event-stream)."""
+        all_headers = dict(headers or {})
+        if key:
+            all_headers.update(bearer(key))
+        client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=None), trust_env=False)
+        request = client.build_request(
+            "GET", f"{server.url}/sse/v1/events{query(**params)}", headers=all_headers
+        )
+        try:
+            response = await bounded(client.send(request, stream=True), 10, "the SSE response")
+        except BaseException:
+            await client.aclose()
+            raise
+        if response.status_code != 200:
+            body = await response.aread()
+            await response.aclose()
+            await client.aclose()
+            raise AssertionError(f"SSE refused with {response.status_code}: {body!r}")
+        sse = SseClient(client, response)
+        self._open.append(sse)
+        return sse
+
+    async def ws_refused(self, server: HubServer, key: str | None = None, **kw) -> Refused:
+        """Connects and collects frames until the server closes; fails if it welcomes."""
+        ws = await self.ws(server, key, **kw)
+        code = await ws.closed(within=5)
+        assert not any(f["type"] == "welcome" for f in ws.received), ws.received
+        return Refused(code=code, frames=ws.received)
+
+    async def sse_refused(
+        self, server: HubServer, key: str | None = None, *, headers=None, **params
+    ) -> Refused:
+        """Makes the subscribe request and returns the refusal; fails if a stream starts."""
+        all_headers = dict(headers or {})
+        if key:
+            all_headers.update(bearer(key))
+        async with (
+            httpx.AsyncClient(timeout=5, trust_env=False) as client,
+            client.stream(
+                "GET", f"{server.url}/sse/v1/events{query(**params)}", headers=all_headers
+            ) as response,
+        ):
+            assert response.status_code != 200, "the stream was accepted"
+            raw = await response.aread()
+        return Refused(status=response.status_code, headers=response.headers, body=json.loads(raw))
+
+    async def close_all(self) -> None:
+        for client in self._open:
+            # Teardown goes on with the others whatever one of them does.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 5)
+
+
+@pytest.fixture
+async def subscribers():
+    opened = Subscribers()
+    yield opened
+    await opened.close_all()
+
+
+@pytest.fixture
+async def api():
+    """An HTTP client; each call names its server's URL and its key."""
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+        yield client
+
+
+async def publish(
+    api: httpx.AsyncClient,
+    server: HubServer,
+    key: str,
+    topic: str,
+    data,
+    *,
+    event_type: str | None = None,
+) -> dict:
+    """Publishes one event; fails unless it is accepted (202)."""
+    body = {"topic": topic, "data": data}
+    if event_type is not None:
+        body["type"] = event_type
+    response = await api.post(f"{server.url}/api/v1/events", json=body, headers=bearer(key))
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def publish_batch(
+    api: httpx.AsyncClient, server: HubServer, key: str, events: list[dict]
+) -> list[dict]:
+    response = await api.post(
+        f"{server.url}/api/v1/events/batch", json={"events": events}, headers=bearer(key)
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["events"]
+
+
+async def history(api: httpx.AsyncClient, server: HubServer, key: str, **params) -> list[dict]:
+    """Every event of the persisted log (following `next`), oldest first."""
+    url = f"{server.url}/api/v1/events{query(limit='1000', **params)}"
+    events = []
+    while url:
+        response = await api.get(url, headers=bearer(key))
+        assert response.status_code == 200, response.text
+        page = response.json()
+        events += page["results"]
+        url = page["next"]
+    return events
+
+
+async def stats(api: httpx.AsyncClient, server: HubServer, key: str) -> dict:
+    response = await api.get(f"{server.url}/api/v1/stats", headers=bearer(key))
+    assert response.status_code == 200, response.text
+    return response.json()

@@ -1,0 +1,224 @@
+"""A subscriber that reconnects with its last event id gets exactly what it missed, in order,
+then live events: from the replay buffer, or from the persisted log after a restart."""
+
+import asyncio
+
+import pytest
+
+from tests.e2e.conftest import eventually, history, publish, publish_batch
+
+pytestmark = pytest.mark.e2e
+
+
+async def publish_fifty(api, hub, key, topics=("feed",)) -> list[dict]:
+    events = [{"topic": topics[i % len(topics)], "data": i + 1} for i in range(50)]
+    return await publish_batch(api, hub, key, events)
+
+
+def ids(events) -> list[str]:
+    return [e["id"] for e in events]
+
+
+async def assert_resumes_after_the_twentieth(client, accepted, api, hub, key) -> None:
+    """Welcome says recovered; then exactly events 21..50, then live ones, nothing twice."""
+    welcome = await client.welcome()
+    assert welcome["recovered"] is True
+    replayed = await client.events(30)
+    assert ids(replayed) == ids(accepted[20:])
+    assert [e["data"] for e in replayed] == list(range(21, 51))
+    live = await publish(api, hub, key, "feed", "live")
+    assert ids(await client.events(1)) == [live["id"]]
+
+
+async def test_a_websocket_resumes_after_its_last_event_id(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[19]["id"])
+
+    await assert_resumes_after_the_twentieth(ws, accepted, api, hub, tenant.key)
+
+
+async def test_an_sse_stream_resumes_after_its_last_event_id_header(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": accepted[19]["id"]})
+
+    await assert_resumes_after_the_twentieth(sse, accepted, api, hub, tenant.key)
+
+
+async def test_an_sse_stream_resumes_after_its_last_event_id_parameter(
+    hub, tenant, api, subscribers
+):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    sse = await subscribers.sse(hub, tenant.key, last_event_id=accepted[19]["id"])
+
+    await assert_resumes_after_the_twentieth(sse, accepted, api, hub, tenant.key)
+
+
+async def test_the_last_event_id_header_wins_over_the_parameter(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    sse = await subscribers.sse(
+        hub,
+        tenant.key,
+        headers={"Last-Event-ID": accepted[19]["id"]},
+        last_event_id=accepted[9]["id"],
+    )
+
+    await assert_resumes_after_the_twentieth(sse, accepted, api, hub, tenant.key)
+
+
+async def test_a_resumed_subscription_replays_only_its_topics(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key, topics=("orders.a", "billing", "orders.b"))
+
+    ws = await subscribers.ws(hub, tenant.key, topics="orders.*", last_event_id=accepted[19]["id"])
+    sse = await subscribers.sse(
+        hub, tenant.key, topics="orders.*", headers={"Last-Event-ID": accepted[19]["id"]}
+    )
+
+    expected = [a for a in accepted[20:] if a["topic"].startswith("orders.")]
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is True
+        assert ids(await client.events(len(expected))) == ids(expected)
+    fence = await publish(api, hub, tenant.key, "orders.fence", "fence")
+    for client in (ws, sse):
+        assert ids(await client.events(1)) == [fence["id"]]
+
+
+async def test_resuming_at_the_newest_event_replays_nothing(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[-1]["id"])
+
+    assert (await ws.welcome())["recovered"] is True
+    live = await publish(api, hub, tenant.key, "feed", "live")
+    assert ids(await ws.events(1)) == [live["id"]]
+
+
+async def test_publishing_during_a_resume_loses_and_repeats_nothing(hub, tenant, api, subscribers):
+    accepted = await publish_fifty(api, hub, tenant.key)
+
+    async def keep_publishing():
+        return [await publish(api, hub, tenant.key, "feed", f"live {i}") for i in range(40)]
+
+    publishing = asyncio.create_task(keep_publishing())
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[19]["id"])
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": accepted[19]["id"]})
+    during = await publishing
+    fence = await publish(api, hub, tenant.key, "feed", "fence")
+
+    expected = ids(accepted[20:]) + ids(during) + [fence["id"]]
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is True
+        assert ids(await client.until("fence")) == expected
+
+
+@pytest.mark.parametrize("last_event_id", ["20-zzzzzz", "999999-zzzzzz"])
+async def test_an_unknown_last_event_id_is_not_recovered(
+    hub, tenant, api, subscribers, last_event_id
+):
+    await publish_fifty(api, hub, tenant.key)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=last_event_id)
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": last_event_id})
+
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is False
+    live = await publish(api, hub, tenant.key, "feed", "live")
+    for client in (ws, sse):
+        assert ids(await client.events(1)) == [live["id"]], "nothing replayed, then live"
+
+
+@pytest.mark.parametrize("last_event_id", ["garbage", "12", "-abc", "1-", "1-ab cd", "x-1"])
+async def test_a_malformed_last_event_id_is_refused_as_a_bad_request(
+    hub, tenant, subscribers, last_event_id
+):
+    ws = await subscribers.ws_refused(hub, tenant.key, last_event_id=last_event_id)
+    by_param = await subscribers.sse_refused(hub, tenant.key, last_event_id=last_event_id)
+    by_header = await subscribers.sse_refused(
+        hub, tenant.key, headers={"Last-Event-ID": last_event_id}
+    )
+
+    assert ws.code == 4400
+    assert ws.frames[-1]["code"] == 4400
+    assert by_param.status == 400
+    assert by_header.status == 400
+    assert by_header.body["detail"]
+
+
+# From the persisted log --------------------------------------------------------------------
+
+
+async def logged(api, hub, key, count: int) -> None:
+    async def all_there():
+        return len(await history(api, hub, key)) == count
+
+    await eventually(all_there, 5, f"{count} events in the log")
+
+
+async def test_subscribers_resume_from_the_log_after_a_restart(own_hub, api, subscribers):
+    tenant = own_hub.tenant()
+    accepted = await publish_fifty(api, own_hub, tenant.key)
+    await logged(api, own_hub, tenant.key, 50)
+
+    own_hub.restart()
+
+    ws = await subscribers.ws(own_hub, tenant.key, last_event_id=accepted[19]["id"])
+    await assert_resumes_after_the_twentieth(ws, accepted, api, own_hub, tenant.key)
+    sse = await subscribers.sse(own_hub, tenant.key, headers={"Last-Event-ID": accepted[19]["id"]})
+    welcome = await sse.welcome()
+    assert welcome["recovered"] is True
+    replayed = await sse.events(31)
+    assert ids(replayed[:30]) == ids(accepted[20:])
+    assert replayed[30]["data"] == "live"
+
+
+async def test_ids_and_seqs_go_on_increasing_after_a_restart(own_hub, api):
+    tenant = own_hub.tenant()
+    before = await publish_fifty(api, own_hub, tenant.key)
+    await logged(api, own_hub, tenant.key, 50)
+
+    own_hub.restart()
+    after = await publish(api, own_hub, tenant.key, "feed", "after")
+
+    assert after["seq"] > before[-1]["seq"]
+    assert after["id"] not in ids(before)
+    await logged(api, own_hub, tenant.key, 51)
+
+
+@pytest.fixture(scope="module")
+def small_buffer_hub(make_hub):
+    """A hub that keeps 10 events in its replay buffer and replays at most 40."""
+    return make_hub(EVENTHUB_REPLAY_WINDOW="10", EVENTHUB_REPLAY_MAX="40")
+
+
+async def test_an_id_older_than_the_replay_buffer_resumes_from_the_log(
+    small_buffer_hub, api, subscribers
+):
+    hub = small_buffer_hub
+    tenant = hub.tenant()
+    accepted = await publish_fifty(api, hub, tenant.key)
+    await logged(api, hub, tenant.key, 50)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[19]["id"])
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": accepted[19]["id"]})
+
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is True
+        assert ids(await client.events(30)) == ids(accepted[20:])
+
+
+async def test_missing_more_than_the_replay_max_is_not_recovered(
+    small_buffer_hub, api, subscribers
+):
+    hub = small_buffer_hub
+    tenant = hub.tenant()
+    accepted = await publish_fifty(api, hub, tenant.key)
+    await logged(api, hub, tenant.key, 50)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[4]["id"])
+
+    assert (await ws.welcome())["recovered"] is False
+    live = await publish(api, hub, tenant.key, "feed", "live")
+    assert ids(await ws.events(1)) == [live["id"]], "nothing replayed, then live"
