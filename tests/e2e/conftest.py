@@ -199,6 +199,22 @@ class HubServer:
     async def revoke(self, key_or_prefix: str) -> None:
         await asyncio.to_thread(self.manage, "revoke_api_key", key_or_prefix)
 
+    async def login(self, *, staff: bool) -> str:
+        """A new dashboard user, logged in; returns its session cookie value. (Logging in
+        through the admin form needs HTTPS here: DEBUG off makes the CSRF cookie Secure.)"""
+        script = (
+            "import secrets; from django.contrib import auth; "
+            "from django.contrib.sessions.backends.db import SessionStore; "
+            "user = auth.get_user_model().objects.create_user("
+            f"'user-' + secrets.token_hex(4), password=secrets.token_hex(8), is_staff={staff}); "
+            "session = SessionStore(); session[auth.SESSION_KEY] = str(user.pk); "
+            "session[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; "
+            "session[auth.HASH_SESSION_KEY] = user.get_session_auth_hash(); "
+            "session.create(); print(session.session_key)"
+        )
+        out = await asyncio.to_thread(self.manage, "shell", "-c", script)
+        return out.strip().splitlines()[-1]
+
     # Process ---------------------------------------------------------------------------
 
     def start(self, within: float = START_WITHIN) -> "HubServer":

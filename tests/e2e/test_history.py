@@ -151,3 +151,33 @@ async def test_an_event_with_a_lone_surrogate_does_not_break_the_history(hub, te
 
     events = await eventually(logged_and_readable, PERSISTED_WITHIN, "the history to show both")
     assert events[-1]["data"] == "after"
+
+
+VALUES = [
+    None,
+    False,
+    0,
+    "",
+    [],
+    {},
+    2**64,
+    -(2**63),
+    1.5e300,
+    "emoji 🎉 and ünïcode",
+    'quotes " and \\ backslashes and \n newlines',
+    {"nested": {"list": [1, {"x": None}], "empty": {}}},
+]
+
+
+async def test_any_json_value_is_delivered_and_logged_unchanged(hub, tenant, api, subscribers):
+    ws = await subscribers.ws(hub, tenant.key)
+    sse = await subscribers.sse(hub, tenant.key)
+    await ws.welcome()
+    await sse.welcome()
+
+    for value in VALUES:
+        await publish(api, hub, tenant.key, "values", value)
+
+    assert [e["data"] for e in await ws.events(len(VALUES))] == VALUES
+    assert [e["data"] for e in await sse.events(len(VALUES))] == VALUES
+    assert [e["data"] for e in await logged(api, hub, tenant.key, len(VALUES))] == VALUES
