@@ -222,3 +222,20 @@ async def test_missing_more_than_the_replay_max_is_not_recovered(
     assert (await ws.welcome())["recovered"] is False
     live = await publish(api, hub, tenant.key, "feed", "live")
     assert ids(await ws.events(1)) == [live["id"]], "nothing replayed, then live"
+
+
+async def test_an_id_from_before_a_restart_resumes_across_events_published_after_it(
+    own_hub, api, subscribers
+):
+    tenant = own_hub.tenant()
+    before = await publish_fifty(api, own_hub, tenant.key)
+    await logged(api, own_hub, tenant.key, 50)
+    own_hub.restart()
+    after = [await publish(api, own_hub, tenant.key, "feed", f"after {i}") for i in range(5)]
+
+    ws = await subscribers.ws(own_hub, tenant.key, last_event_id=before[19]["id"])
+    sse = await subscribers.sse(own_hub, tenant.key, headers={"Last-Event-ID": before[19]["id"]})
+
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is True
+        assert ids(await client.events(35)) == ids(before[20:]) + ids(after)
