@@ -1,0 +1,133 @@
+"""A tenant's limits hold for the whole hub, not per process: two web processes on one Redis
+share the publish rate bucket and the count of live connections."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.clients import SseSubscriber, WsSubscriber
+
+pytestmark = pytest.mark.e2e
+
+RATE = 5
+MAX_CONNECTIONS = 2
+
+
+@pytest.fixture
+def hub(make_cluster, pg_database, redis_url):
+    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
+    cluster.web_a = cluster.start("web")
+    cluster.web_b = cluster.start("web")
+    cluster.limited = cluster.tenant_key(
+        "limited", "--publish-rate", str(RATE), "--max-connections", str(MAX_CONNECTIONS)
+    )
+    cluster.other = cluster.tenant_key("other", "--publish-rate", str(RATE))
+    return cluster
+
+
+async def wait_for(check, within: float, what: str):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not (result := await check()):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.1)
+    return result
+
+
+# Publish rate -------------------------------------------------------------------------------
+
+
+async def test_the_publish_rate_is_shared_by_every_process(hub):
+    webs = [hub.web_a, hub.web_b]
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {hub.limited}"}) as client:
+        for web in webs:  # connections and scripts warmed up; stats take nothing from the bucket
+            assert (await client.get(f"{web.url}/api/v1/stats")).status_code == 200
+        started = time.monotonic()
+        responses = []
+        for i in range(4 * RATE):
+            web = webs[i % 2]
+            event = {"topic": "burst", "data": i}
+            responses.append((web, await client.post(f"{web.url}/api/v1/events", json=event)))
+        elapsed = time.monotonic() - started
+
+        statuses = [r.status_code for _, r in responses]
+        assert set(statuses) == {202, 429}, statuses
+        assert statuses[:RATE] == [202] * RATE, statuses
+        # One bucket of RATE (plus what refilled meanwhile), not one per process (2 * RATE).
+        assert statuses.count(202) <= RATE + int(elapsed * RATE), (statuses, elapsed)
+        assert statuses.count(202) < 2 * RATE, statuses
+        refused = [(web, r) for web, r in responses if r.status_code == 429]
+        assert {web.port for web, _ in refused} == {hub.web_a.port, hub.web_b.port}
+        for _, response in refused:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert "rate" in response.json()["detail"].lower()
+
+        # Another tenant's bucket is its own, on either process.
+        one = {"topic": "t", "data": "one more"}
+        other = {"Authorization": f"Bearer {hub.other}"}
+        for web in webs:
+            response = await client.post(f"{web.url}/api/v1/events", json=one, headers=other)
+            assert response.status_code == 202
+
+        # After Retry-After the shared bucket has refilled: a whole burst passes, split across
+        # the processes (a batch on one, single events on the other), and nothing more.
+        await asyncio.sleep(max(int(r.headers["Retry-After"]) for _, r in refused))
+        batch = {"events": [{"topic": "t", "data": i} for i in range(RATE - 1)]}
+        spent = await client.post(f"{hub.web_a.url}/api/v1/events/batch", json=batch)
+        assert spent.status_code == 202, spent.text
+        assert (await client.post(f"{hub.web_b.url}/api/v1/events", json=one)).status_code == 202
+        assert (await client.post(f"{hub.web_b.url}/api/v1/events", json=one)).status_code == 429
+
+
+# Connections --------------------------------------------------------------------------------
+
+
+async def refused_with(ws: WsSubscriber) -> int:
+    """The close code of a WebSocket the hub refuses after accepting it."""
+    frame = await ws.next_frame()
+    assert frame["type"] == "error", frame
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(ws.connection.recv(), 5)
+    assert closed.value.rcvd.code == frame["code"]
+    return frame["code"]
+
+
+async def test_the_connection_limit_is_shared_by_every_process(hub):
+    on_a = await WsSubscriber.connect(hub.web_a.ws_url, hub.limited)
+    on_b = await SseSubscriber.connect(hub.web_b.url, hub.limited)
+    assert (await on_a.next_frame())["type"] == "welcome"
+    assert (await on_b.next_message())["event"] == "welcome"
+
+    for web in (hub.web_a, hub.web_b):
+        third = await WsSubscriber.connect(web.ws_url, hub.limited)
+        assert await refused_with(third) == 4429
+        sse = await SseSubscriber.connect(web.url, hub.limited)
+        assert sse.response.status_code == 429
+        assert int(sse.response.headers["Retry-After"]) >= 1
+        await sse.response.aread()
+        assert "connections" in sse.response.json()["detail"].lower()
+        await sse.close()
+
+    # Another tenant is not counted against this one.
+    other = await WsSubscriber.connect(hub.web_a.ws_url, hub.other)
+    assert (await other.next_frame())["type"] == "welcome"
+    await other.close()
+
+    # A connection that leaves frees its place for either process.
+    await on_a.close()
+
+    async def admitted():
+        ws = await WsSubscriber.connect(hub.web_b.ws_url, hub.limited)
+        frame = await ws.next_frame()
+        if frame["type"] == "welcome":
+            return ws
+        await ws.close()
+        return None
+
+    again = await wait_for(admitted, 5, "a freed place to be admitted")
+    await again.close()
+    await on_b.close()
