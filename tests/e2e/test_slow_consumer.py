@@ -66,7 +66,12 @@ async def test_a_client_that_stops_reading_is_closed_with_4008(server):
     assert received > 0
     # Reading on, the stalled client finds what was queued, then the close code.
     with pytest.raises(websockets.ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(stalled.recv(), 10)
+        await drain_until_closed(stalled)
     assert closed.value.rcvd.code == 4008
     await healthy.close()
+
+
+async def drain_until_closed(websocket):
+    """Read frames until the server closes the connection (raises ConnectionClosed)."""
+    while True:
+        await asyncio.wait_for(websocket.recv(), 10)
