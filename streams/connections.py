@@ -2,6 +2,7 @@
 set of them indexed by topic pattern, so that finding an event's recipients costs no scan."""
 
 import functools
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -52,6 +53,59 @@ def transport_backlog(send: Send) -> Callable[[], int] | None:
     return backlog
 
 
+def websocket_text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented WebSocket text frame (RFC 6455 5.2): what a server sends.
+
+    Built once per event; the same bytes then go to every local connection.
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def frame_writer(send: Send) -> Callable[[bytes], bool] | None:
+    """Returns a function writing a prebuilt frame straight to a daphne WebSocket connection,
+    or None under another server.
+
+    Through ASGI each send costs daphne and its WebSocket library a re-encoding and a framing
+    of the same message for every connection (measured: ~20 us each, 20 ms to reach 1000
+    connections). The writer declines (returns False, and the caller sends through ASGI) unless
+    the connection is open, uncompressed and between messages, where a frame is just bytes.
+    """
+    protocol = server_protocol(send)
+    needed = (
+        "state",
+        "STATE_OPEN",
+        "send_state",
+        "SEND_STATE_GROUND",
+        "send_queue",
+        "_perMessageCompress",
+    )
+    if protocol is None or not all(hasattr(protocol, a) for a in (*needed, "transport")):
+        return None
+    open_state, ground = protocol.STATE_OPEN, protocol.SEND_STATE_GROUND
+
+    def write(frame: bytes) -> bool:
+        if (
+            protocol.state != open_state
+            or protocol.send_state != ground
+            or protocol._perMessageCompress is not None
+            or protocol.send_queue  # queued bytes go first: writing now would overtake them
+            or protocol.transport is None
+        ):
+            return False
+        protocol.transport.write(frame)
+        return True
+
+    return write
+
+
 class Subscriber:
     """One live connection as the hub sees it; made by a consumer when it connects."""
 
@@ -68,6 +122,7 @@ class Subscriber:
         "send",
         "tenant_id",
         "transport",
+        "write_frame",
     )
 
     def __init__(
@@ -88,6 +143,7 @@ class Subscriber:
         self.send = server_send(send)
         self.close = close
         self.backlog = transport_backlog(self.send)
+        self.write_frame = frame_writer(self.send) if transport == "websocket" else None
         self.last_seq = 0
         self.last_seen = time.monotonic()
         # Not None while replaying: live events wait here so replay hands over without a gap.

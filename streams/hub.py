@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from streams import metrics
-from streams.connections import Subscriber, TenantHub
+from streams.connections import Subscriber, TenantHub, websocket_text_frame
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from tenants.selectors import credentials_revoked
@@ -223,6 +223,7 @@ class Hub:
         if not recipients:
             return
         ws = {"type": "websocket.send", "text": envelope.frame}
+        ws_bytes = None
         sse = None
         delivered = 0
         for sub in recipients:
@@ -232,6 +233,17 @@ class Hub:
             if sub.closed or envelope.seq <= sub.last_seq:
                 continue
             sub.last_seq = envelope.seq
+            if sub.write_frame is not None:
+                if ws_bytes is None:
+                    ws_bytes = websocket_text_frame(envelope.frame)
+                try:
+                    if sub.write_frame(ws_bytes):
+                        delivered += 1
+                        continue
+                except Exception:
+                    logger.warning("dropping connection %s after a failed write", sub.connection_id)
+                    self._drop(sub)
+                    continue
             if sub.transport == "websocket":
                 message = ws
             else:

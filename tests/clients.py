@@ -2,6 +2,7 @@
 collect what they receive, with bounded waits."""
 
 import asyncio
+import contextlib
 import json
 from urllib.parse import urlencode
 
@@ -28,7 +29,9 @@ class WsSubscriber:
         while True:
             frame = json.loads(await asyncio.wait_for(self.connection.recv(), within))
             if frame.get("type") == "ping":
-                await self.connection.send('{"type": "pong"}')
+                # A close may already be under way; frames sent before it are still read.
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await self.connection.send('{"type": "pong"}')
                 continue
             return frame
 

@@ -383,7 +383,10 @@ class WsClient:
                 if frame.get("type") == "ping":
                     self.pings += 1
                     if self.answer_pings:
-                        await self.connection.send('{"type": "pong"}')
+                        # The server may have closed meanwhile; what it sent before the
+                        # close is still to be read.
+                        with contextlib.suppress(ConnectionClosed):
+                            await self.connection.send('{"type": "pong"}')
                     continue
                 self.received.append(frame)
                 self.frames.put_nowait(frame)
