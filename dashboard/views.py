@@ -6,12 +6,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
+from rest_framework.exceptions import ValidationError
 
+from streams.apis import EventInputSerializer, PayloadTooLarge
 from streams.backends import HubUnavailable, RateLimited
-from streams.envelope import data_encode
 from streams.selectors import tenant_stats
-from streams.services import EventInput, event_publish
-from streams.topics import TYPE_RE, topic_valid
+from streams.services import event_publish
 from tenants.selectors import tenants_visible_to
 
 
@@ -70,19 +70,27 @@ def tenant_publish(request, slug: str):
         return JsonResponse({"detail": "This tenant is suspended."}, status=403)
     try:
         body = json.loads(request.body)
-        topic, type_, data = body["topic"], body.get("type") or "message", body.get("data")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser
+        body = None
+    if not isinstance(body, dict) or "topic" not in body:
         return JsonResponse({"detail": "Send JSON with topic, type and data."}, status=400)
-    if not topic_valid(topic) or not isinstance(type_, str) or not TYPE_RE.match(type_):
-        return JsonResponse({"detail": "Invalid topic or type."}, status=400)
+    if not body.get("type"):
+        body = {**body, "type": "message"}
+    serializer = EventInputSerializer(data={"data": None, **body})
+    try:
+        serializer.is_valid(raise_exception=True)
+    except PayloadTooLarge as too_large:
+        return JsonResponse({"detail": str(too_large.detail)}, status=413)
+    except ValidationError as invalid:
+        return JsonResponse({"detail": invalid.detail}, status=400)
     try:
         (envelope,) = event_publish(
-            tenant_id=tenant.pk,
-            events=[EventInput(topic=topic, type=type_, data_json=data_encode(data))],
-            rate=tenant.publish_rate,
+            tenant_id=tenant.pk, events=[serializer.validated_data], rate=tenant.publish_rate
         )
     except RateLimited:
         return JsonResponse({"detail": "Publish rate limit exceeded."}, status=429)
     except HubUnavailable:
         return JsonResponse({"detail": "The hub is unavailable."}, status=503)
-    return JsonResponse({"id": envelope.id, "seq": envelope.seq, "topic": topic}, status=202)
+    return JsonResponse(
+        {"id": envelope.id, "seq": envelope.seq, "topic": envelope.topic}, status=202
+    )

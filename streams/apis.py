@@ -46,9 +46,50 @@ def _depth(value, limit: int) -> bool:
     return False
 
 
+def _unstorable_text(data, encoded: str) -> str | None:
+    """Why `data` cannot be logged as sent, or None: a string holding U+0000 (PostgreSQL's
+    jsonb refuses it) or half of a surrogate pair (not Unicode; no UTF-8 encoding exists).
+
+    Both only appear as \\u escapes in the ASCII-only encoding, so most events skip the walk.
+    """
+    if "\\u" not in encoded:
+        return None
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "Strings may not contain U+0000."
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "Strings may not contain unpaired surrogates (\\ud800-\\udfff)."
+    return None
+
+
+class StrictRegexField(serializers.RegexField):
+    """A RegexField that takes strings only, as sent: DRF's CharField would turn 42 into "42"
+    and strip surrounding whitespace, publishing a topic the client never wrote."""
+
+    default_error_messages = {"invalid_type": "Must be a string."}
+
+    def __init__(self, regex, **kwargs):
+        super().__init__(regex, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_type")
+        return super().to_internal_value(data)
+
+
 class EventInputSerializer(serializers.Serializer):
-    topic = serializers.RegexField(TOPIC_RE, max_length=200)
-    type = serializers.RegexField(TYPE_RE, max_length=100, default="message")
+    topic = StrictRegexField(TOPIC_RE, max_length=200)
+    type = StrictRegexField(TYPE_RE, max_length=100, default="message")
     data = serializers.JSONField(allow_null=True)
 
     def validate(self, attrs):
@@ -63,6 +104,9 @@ class EventInputSerializer(serializers.Serializer):
                 f"Event data is {len(encoded)} bytes encoded; the limit is "
                 f"{settings.EVENTHUB_MAX_EVENT_BYTES}."
             )
+        unstorable = _unstorable_text(data, encoded)
+        if unstorable:
+            raise ValidationError({"data": [unstorable]})
         return services.EventInput(topic=attrs["topic"], type=attrs["type"], data_json=encoded)
 
 

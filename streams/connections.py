@@ -161,6 +161,7 @@ class TenantHub:
         "exact",
         "last_seq",
         "prefixes",
+        "retired_epochs",
         "subscribers",
         "wildcard",
     )
@@ -175,6 +176,8 @@ class TenantHub:
         # seq is known, while arriving events wait in `early`.
         self.last_seq: int | None = None
         self.epoch = ""
+        # Epochs of sequences re-seeded since: their late events were delivered or are gone.
+        self.retired_epochs: set[str] = set()
         self.early: list[Envelope] = []
 
     def add(self, sub: Subscriber) -> None:

@@ -21,7 +21,10 @@ def event_id_format(seq: int, epoch: str) -> str:
 def event_id_parse(event_id: str) -> tuple[int, str] | None:
     """Returns (seq, epoch) of an id made by event_id_format, or None when it is not one."""
     seq_text, sep, epoch = event_id.partition("-")
-    if not sep or not seq_text.isdigit() or len(seq_text) > 18 or not epoch.isalnum():
+    # isascii() first: isdigit() alone admits digits such as "²" that int() refuses.
+    if not (sep and seq_text.isascii() and epoch.isascii()):
+        return None
+    if not seq_text.isdigit() or len(seq_text) > 18 or not epoch.isalnum():
         return None
     return int(seq_text), epoch
 

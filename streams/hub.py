@@ -190,15 +190,20 @@ class Hub:
         for envelope in envelopes:
             epoch = envelope.id.partition("-")[2]
             if epoch != tenant.epoch:
-                if tenant.epoch and envelope.seq <= tenant.last_seq:
-                    # The sequence was re-seeded (an emptied Redis): a new run of seqs starts.
-                    self._restart_sequence(tenant, envelope.seq - 1)
+                if epoch in tenant.retired_epochs:
+                    continue  # a straggler from before a re-seed
+                if tenant.epoch:
+                    # The sequence was re-seeded (an emptied Redis): a new run of seqs starts,
+                    # somewhere at or below this one. Its earlier events, which other processes
+                    # may still be sending, are filled from the buffer just below.
+                    tenant.retired_epochs.add(tenant.epoch)
+                    self._restart_sequence(tenant, 0)
                 tenant.epoch = epoch
             if envelope.seq <= tenant.last_seq:
                 continue
             if envelope.seq > tenant.last_seq + 1:
                 for missing in await self._fill(tenant_id, tenant.last_seq + 1, envelope.seq - 1):
-                    if missing.seq > tenant.last_seq:
+                    if missing.seq > tenant.last_seq and missing.id.endswith(f"-{epoch}"):
                         tenant.last_seq = missing.seq
                         await self._broadcast(tenant_id, tenant, missing)
             tenant.last_seq = envelope.seq

@@ -28,3 +28,23 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.seq} {self.topic}"
+
+
+class IdempotentResponse(models.Model):
+    """The first response to a publish sent with an Idempotency-Key, kept so that a retry after
+    a restart gets it again. Written by the embedded engine only, after the events it names
+    (with REDIS_URL the keys live in Redis)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    slot = models.CharField(max_length=64)  # sha256 of the path and the key, never the key
+    fingerprint = models.CharField(max_length=64)  # sha256 of the request body
+    response = models.TextField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "slot"], name="idempotent_tenant_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.slot[:12]}"

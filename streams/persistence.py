@@ -30,11 +30,16 @@ class LocalLogQueue:
         self,
         write_batch: Callable[[list[Envelope]], int],
         flush_usage: Callable[[], int],
+        write_records: Callable[[list], int] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._write_batch = sync_to_async(write_batch, thread_sensitive=False)
         self._flush_usage = sync_to_async(flush_usage, thread_sensitive=False)
+        self._write_records = write_records and sync_to_async(write_records, thread_sensitive=False)
         self._queue: deque[Envelope] = deque()
+        # Written only once every event queued before them is in the log: a record must never
+        # stand for events the log does not hold.
+        self._records: list = []
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -56,6 +61,13 @@ class LocalLogQueue:
         self._idle.clear()
         self._wakeup.set()
         metrics.PERSISTENCE_PENDING.inc(len(envelopes))
+
+    def put_record(self, record) -> None:
+        """Queues a record to write after the events queued so far; called on the loop."""
+        self.start()
+        self._records.append(record)
+        self._idle.clear()
+        self._wakeup.set()
 
     def pending(self, tenant_id: int) -> tuple[int, float]:
         """Returns (events not yet in the log, age in seconds of the oldest one)."""
@@ -87,7 +99,7 @@ class LocalLogQueue:
         linger = settings.EVENTHUB_PERSIST_LINGER
         next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
         while True:
-            if not self._queue:
+            if not self._queue and not self._records:
                 self._idle.set()
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -98,6 +110,9 @@ class LocalLogQueue:
             if self._queue:
                 batch = [self._queue.popleft() for _ in range(min(batch_size, len(self._queue)))]
                 await self._write(batch)
+            if self._records and not self._queue:
+                records, self._records = self._records, []
+                await self._retrying(self._write_records, records, requeue=self._requeue_records)
             if time.monotonic() >= next_usage_flush:
                 next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
                 try:
@@ -105,20 +120,29 @@ class LocalLogQueue:
                 except Exception:
                     logger.exception("could not record API key usage")
 
-    async def _write(self, batch: list[Envelope]) -> None:
+    def _requeue_events(self, batch: list[Envelope]) -> None:
+        self._queue.extendleft(reversed(batch))
+
+    def _requeue_records(self, records: list) -> None:
+        self._records[:0] = records
+
+    async def _retrying(self, write, items: list, requeue: Callable[[list], None]) -> None:
+        """Writes `items`, retrying with backoff: nothing accepted is ever dropped."""
         delay = 0.2
         while True:
             try:
-                await self._write_batch(batch)
-                break
+                await write(items)
+                return
             except asyncio.CancelledError:
-                self._queue.extendleft(reversed(batch))
+                requeue(items)
                 raise
             except Exception:
-                # Never drop an accepted event: keep the batch and retry with backoff.
-                logger.exception("event log write failed; retrying %d events", len(batch))
+                logger.exception("event log write failed; retrying %d items", len(items))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _write(self, batch: list[Envelope]) -> None:
+        await self._retrying(self._write_batch, batch, requeue=self._requeue_events)
         for envelope in batch:
             self._pending[envelope.tenant_id].popleft()
         metrics.PERSISTENCE_PENDING.dec(len(batch))

@@ -3,7 +3,10 @@ bound to the event loop that serves the process."""
 
 import asyncio
 import logging
+import os
 import sys
+import threading
+import time
 
 from django.conf import settings
 
@@ -65,9 +68,32 @@ def reset() -> None:
 
 _hook_installed = False
 
+# How long the process may take to exit once the reactor has stopped and the log is drained.
+EXIT_GRACE_SECONDS = 3.0
+
+
+def _exit_when_stuck(grace: float) -> None:
+    """Ends the process if it is still there `grace` seconds after the reactor stopped.
+
+    A request that was in flight at SIGTERM can leave a worker thread waiting in asgiref's
+    AsyncToSync for a loop that has stopped; the interpreter then waits for that thread at exit,
+    forever. By now every connection was closed and the event log drained (the "before"
+    trigger), and a request cut off here was never answered, so nothing it did was promised.
+    """
+
+    def watchdog() -> None:
+        time.sleep(grace)
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t.is_alive()]
+        logger.warning("exiting: threads still running after shutdown: %s", ", ".join(stuck))
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watchdog, name="eventhub-exit-watchdog", daemon=True).start()
+
 
 def install_shutdown_hook() -> None:
-    """Under daphne (Twisted), runs `shutdown` before the reactor stops, and waits for it.
+    """Under daphne (Twisted), runs `shutdown` before the reactor stops, and waits for it;
+    after it stops, makes sure the process does exit.
 
     Called when the ASGI application is imported, before daphne registers its own trigger that
     cancels every consumer: ours must come first, so that connections get their 1001 while
@@ -83,4 +109,5 @@ def install_shutdown_hook() -> None:
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_when_stuck, EXIT_GRACE_SECONDS)
     _hook_installed = True

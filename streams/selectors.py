@@ -2,14 +2,25 @@
 
 from asgiref.sync import async_to_sync
 from django.db.models import Max, QuerySet
+from django.utils import timezone
 
 from streams import runtime
-from streams.models import Event
+from streams.models import Event, IdempotentResponse
 
 
 def event_log_last_seq(*, tenant_id: int) -> int:
     """Highest seq in the tenant's persisted log (0 when empty); seeds the sequencer."""
     return Event.objects.filter(tenant_id=tenant_id).aggregate(m=Max("seq"))["m"] or 0
+
+
+def idempotent_responses_live() -> list[tuple[int, str, str, str, float]]:
+    """Every unexpired idempotent response as (tenant, slot, fingerprint, response, seconds
+    left); read once by the embedded engine when it starts."""
+    now = timezone.now()
+    rows = IdempotentResponse.objects.filter(expires_at__gt=now).values_list(
+        "tenant_id", "slot", "fingerprint", "response", "expires_at"
+    )
+    return [(t, slot, fp, resp, (exp - now).total_seconds()) for t, slot, fp, resp, exp in rows]
 
 
 def event_history(

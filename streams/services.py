@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from streams import metrics, runtime
 from streams.envelope import Envelope
-from streams.models import Event
+from streams.models import Event, IdempotentResponse
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,40 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
 
 
 def events_purge(*, older_than_days: float) -> int:
-    """Deletes log entries received more than `older_than_days` ago; returns how many."""
+    """Deletes log entries received more than `older_than_days` ago, and expired idempotent
+    responses; returns how many events."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted, _ = Event.objects.filter(received_at__lt=cutoff).delete()
+    IdempotentResponse.objects.filter(expires_at__lte=timezone.now()).delete()
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentResponseInput:
+    tenant_id: int
+    slot: str
+    fingerprint: str
+    response: str
+    ttl_seconds: float
+
+
+def idempotent_responses_write(*, records: Sequence[IdempotentResponseInput]) -> int:
+    """Keeps first responses of idempotent publishes; the first one written for a key stays.
+
+    Called by the embedded persistence consumer once the events they name are in the log.
+    """
+    close_old_connections()
+    now = timezone.now()
+    rows = [
+        IdempotentResponse(
+            tenant_id=r.tenant_id,
+            slot=r.slot,
+            fingerprint=r.fingerprint,
+            response=r.response,
+            expires_at=now + timedelta(seconds=r.ttl_seconds),
+        )
+        for r in records
+    ]
+    with transaction.atomic():
+        IdempotentResponse.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+    return len(rows)

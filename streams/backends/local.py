@@ -44,8 +44,8 @@ class LocalBackend:
     """Lives on the serving event loop; every method runs there."""
 
     def __init__(self) -> None:
-        from streams.selectors import event_log_last_seq
-        from streams.services import event_log_write_batch
+        from streams.selectors import event_log_last_seq, idempotent_responses_live
+        from streams.services import event_log_write_batch, idempotent_responses_write
         from tenants.services import api_keys_flush_usage
 
         self.loop = asyncio.get_running_loop()
@@ -53,7 +53,10 @@ class LocalBackend:
         self.log_queue = LocalLogQueue(
             write_batch=lambda batch: event_log_write_batch(envelopes=batch),
             flush_usage=api_keys_flush_usage,
+            write_records=lambda records: idempotent_responses_write(records=records),
         )
+        self._idempotency_load = sync_to_async(idempotent_responses_live)
+        self._idempotency_loaded = False
         self._seed = sync_to_async(lambda tenant_id: event_log_last_seq(tenant_id=tenant_id))
         self._tenants: dict[int, _TenantSequence] = {}
         self._lock = asyncio.Lock()
@@ -159,6 +162,12 @@ class LocalBackend:
     ) -> tuple[str, str | None] | None:
         """Claims a key for this request (None), or returns (fingerprint, response) of the
         request that holds it (response None while that one is running)."""
+        if not self._idempotency_loaded:
+            # Once per process: the keys answered before a restart, kept in the database.
+            now = time.monotonic()
+            for t, s, fp, response, left in await self._idempotency_load():
+                self._idempotency.setdefault((t, s), (fp, response, now + left))
+            self._idempotency_loaded = True
         now = time.monotonic()
         entry = self._idempotency.get((tenant_id, slot))
         if entry is not None and entry[2] > now:
@@ -173,7 +182,13 @@ class LocalBackend:
     async def idempotency_save(
         self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
     ) -> None:
+        from streams.services import IdempotentResponseInput
+
         self._idempotency[(tenant_id, slot)] = (fingerprint, response, time.monotonic() + ttl)
+        # Logged behind the events it names, so a restart keeps the answer and the log agrees.
+        self.log_queue.put_record(
+            IdempotentResponseInput(tenant_id, slot, fingerprint, response, ttl)
+        )
 
     async def idempotency_release(self, tenant_id: int, slot: str) -> None:
         self._idempotency.pop((tenant_id, slot), None)

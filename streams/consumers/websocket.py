@@ -78,7 +78,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
         self.sub.last_seen = time.monotonic()
         try:
             message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser
             message = None
         if not isinstance(message, dict):
             await runtime.get_hub().close(self.sub, 4400, "frames must be JSON objects")

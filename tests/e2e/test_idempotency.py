@@ -84,11 +84,6 @@ async def test_the_same_key_in_two_tenants_is_two_events(hub, api):
     assert await logged_data(api, hub, globex.key, 1) == [1]
 
 
-@pytest.mark.xfail(
-    reason="BUG: with the embedded default, Idempotency-Keys live in process memory "
-    "(streams/backends/local.py _idempotency), so a retry after a restart publishes again",
-    strict=True,
-)
 async def test_a_publish_retried_after_a_restart_is_still_logged_once(own_hub, api):
     tenant = own_hub.tenant()
     body = {"topic": "payments", "data": {"amount": 10}}

@@ -103,11 +103,6 @@ PUBLISHERS = 16
 TRIALS = 3
 
 
-@pytest.mark.xfail(
-    reason="BUG: SIGTERM while HTTP requests are in flight leaves daphne hanging at exit "
-    "(request threads wait forever in asgiref AsyncToSync for the stopped event loop)",
-    strict=True,
-)
 async def test_sigterm_amid_busy_publishers_exits_in_time_and_loses_nothing(own_hub, api):
     hub = own_hub
     tenant = hub.tenant()

@@ -154,11 +154,6 @@ async def test_an_sse_request_that_is_not_a_get_is_refused_with_405(hub, tenant,
     assert response.headers["content-type"].startswith("application/json")
 
 
-@pytest.mark.xfail(
-    reason="BUG: a WebSocket handshake to an unknown path answers HTTP 500 (channels' "
-    "URLRouter raises 'No route found', eventhub/asgi.py has no fallback route)",
-    strict=True,
-)
 async def test_a_websocket_to_an_unknown_path_is_refused_without_a_500(hub, tenant):
     with pytest.raises(InvalidStatus) as refused:
         await websockets.connect(

@@ -234,6 +234,9 @@ async def test_data_nested_deeper_than_allowed_is_refused_with_400(api_key, sett
         pytest.param("orders.*", id="pattern"),
         pytest.param("a?b=c", id="punctuation"),
         pytest.param("café", id="non-ascii"),
+        pytest.param(42, id="number"),
+        pytest.param(" orders", id="leading-space"),
+        pytest.param("orders\n", id="trailing-newline"),
     ],
 )
 async def test_a_bad_topic_is_refused_with_a_field_error(api_key, topic):
@@ -267,6 +270,35 @@ async def test_a_bad_type_is_refused_with_a_field_error(api_key, type_):
     response = await post(api_key, "/api/v1/events", {"topic": "t", "type": type_, "data": 1})
     assert response.status_code == 400
     assert response.json()["type"]
+
+
+@pytest.mark.parametrize(
+    "raw_data",
+    [
+        pytest.param(b'"\\ud800 half a character"', id="lone-high-surrogate"),
+        pytest.param(b'{"\\udc00": 1}', id="lone-low-surrogate-in-a-key"),
+        pytest.param(b'["nul \\u0000 inside"]', id="nul"),
+    ],
+)
+async def test_data_that_cannot_be_logged_as_sent_is_refused_with_400(api_key, raw_data):
+    ws = await subscribe(api_key)
+    async with asgi_client(api_key) as client:
+        response = await client.post(
+            "/api/v1/events",
+            content=b'{"topic": "t", "data": ' + raw_data + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 400
+    assert response.json()["data"]
+    await assert_nothing_was_published(api_key, ws)
+
+
+async def test_data_with_characters_beyond_the_basic_plane_is_accepted(api_key):
+    ws = await subscribe(api_key)
+    await publish(api_key, data={"emoji": "\U0001f600", "escaped": "\\ud800 as text"})
+    frame = await ws.receive_json_from(timeout=2)
+    assert frame["data"] == {"emoji": "\U0001f600", "escaped": "\\ud800 as text"}
+    await ws.disconnect()
 
 
 async def test_missing_data_is_refused_with_a_field_error(api_key):
