@@ -120,6 +120,7 @@ class Subscriber:
         "patterns",
         "pending",
         "send",
+        "session",
         "tenant_id",
         "transport",
         "write_frame",
@@ -134,11 +135,13 @@ class Subscriber:
         patterns: Iterable[str],
         send: Send,
         close: Close,
+        session: tuple[int, str] | None = None,
     ) -> None:
         self.connection_id = uuid.uuid4().hex
         self.transport = transport
         self.tenant_id = tenant_id
         self.key_id = key_id
+        self.session = session  # (user id, session key) when a dashboard session subscribed
         self.patterns = tuple(patterns)
         self.send = server_send(send)
         self.close = close

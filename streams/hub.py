@@ -13,7 +13,7 @@ from streams import metrics
 from streams.connections import Subscriber, TenantHub, websocket_text_frame
 from streams.envelope import Envelope
 from streams.groups import tenant_group
-from tenants.selectors import credentials_revoked
+from tenants.selectors import credentials_revoked, session_grants_revoked
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self.backend = backend
         self._credentials_revoked = sync_to_async(credentials_revoked)
+        self._session_grants_revoked = sync_to_async(session_grants_revoked)
         self.layer = backend.layer
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}
@@ -326,18 +327,22 @@ class Hub:
             return
         key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
         tenant_ids = {sub.tenant_id for sub in subs}
+        grants = {_grant(sub) for sub in subs if sub.session is not None}
         try:
             bad_keys, bad_tenants = await self._credentials_revoked(
                 key_ids=key_ids, tenant_ids=tenant_ids
             )
+            bad_grants = await self._session_grants_revoked(grants=grants) if grants else set()
         except Exception:
             logger.warning("could not re-check subscriber credentials; will retry")
             return
         for sub in subs:
             if sub.tenant_id in bad_tenants:
                 await self.close(sub, 4403, "This tenant is suspended.")
-            elif sub.key_id in bad_keys:
+            elif sub.key_id is not None and sub.key_id in bad_keys:
                 await self.close(sub, 4403, "The credential of this connection was revoked.")
+            elif sub.session is not None and _grant(sub) in bad_grants:
+                await self.close(sub, 4403, "This session may no longer see this tenant.")
 
     async def _catch_up(self) -> None:
         """Delivers events whose layer message never came (the layer is at-most-once): each
@@ -374,6 +379,12 @@ class Hub:
                         await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
                     except Exception:
                         self._drop(sub)
+
+
+def _grant(sub: Subscriber) -> tuple[int, int, str]:
+    """(user, tenant, session key) of a connection a dashboard session opened."""
+    user_id, session_key = sub.session
+    return user_id, sub.tenant_id, session_key
 
 
 __all__ = ["ConnectionLimitReached", "Hub", "Subscriber", "TenantHub"]

@@ -32,6 +32,7 @@ class Admission:
     patterns: tuple[str, ...]
     last_event_id: str | None
     max_connections: int | None
+    session: tuple[int, str] | None = None  # (user id, session key) of a dashboard session
 
 
 class Refusal(Exception):
@@ -91,6 +92,7 @@ class _Credential:
     key_id: int | None  # None for a dashboard user's session
     allowed: tuple[str, ...]
     max_connections: int | None
+    session: tuple[int, str] | None = None
 
 
 def _from_principal(principal: Principal, allowed: tuple[str, ...]) -> _Credential:
@@ -127,7 +129,9 @@ async def _authenticate(scope: dict, query: dict[str, str]) -> _Credential:
             raise _forbidden("This user may not see that tenant.")
         if not tenant.is_active:
             raise _forbidden("This tenant is suspended.")
-        return _Credential(tenant.pk, None, ("*",), tenant.max_connections)
+        session = scope.get("session")
+        session_key = getattr(session, "session_key", None) or ""
+        return _Credential(tenant.pk, None, ("*",), tenant.max_connections, (user.pk, session_key))
     raise _unauthenticated("A token or an API key is required.")
 
 
@@ -158,6 +162,7 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
         patterns=patterns,
         last_event_id=last_event_id,
         max_connections=credential.max_connections,
+        session=credential.session,
     )
 
 

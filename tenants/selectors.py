@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -14,6 +16,11 @@ from tenants.keys import KEY_PREFIX, key_hash, key_looks_whole
 from tenants.models import ApiKey, Tenant
 
 _CACHE_MAX = 10_000
+# Session engines whose sessions are rows of django_session, so that one query checks many.
+_DATABASE_SESSION_ENGINES = (
+    "django.contrib.sessions.backends.db",
+    "django.contrib.sessions.backends.cached_db",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,3 +162,40 @@ def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set
         Tenant.objects.filter(pk__in=tenant_ids, is_active=True).values_list("pk", flat=True)
     )
     return key_ids - usable, tenant_ids - active
+
+
+def session_grants_revoked(*, grants: set[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
+    """Of the given (user, tenant, session key) grants of dashboard subscriptions, returns those
+    that no longer hold: the user was deactivated, lost staff status and membership, or the
+    session ended (logout, expiry). Run every few seconds by each hub, with `credentials_revoked`.
+    """
+    if not grants:
+        return set()
+    now = timezone.now()
+    user_ids = {user_id for user_id, _, _ in grants}
+    staff = {}
+    for pk, is_staff in (
+        get_user_model()
+        .objects.filter(pk__in=user_ids, is_active=True)
+        .values_list("pk", "is_staff")
+    ):
+        staff[pk] = is_staff
+    members = set(
+        Tenant.members.through.objects.filter(
+            user_id__in=user_ids, tenant_id__in={tenant_id for _, tenant_id, _ in grants}
+        ).values_list("user_id", "tenant_id")
+    )
+    live_sessions = None
+    if settings.SESSION_ENGINE in _DATABASE_SESSION_ENGINES:
+        live_sessions = set(
+            Session.objects.filter(
+                session_key__in={key for _, _, key in grants}, expire_date__gt=now
+            ).values_list("session_key", flat=True)
+        )
+    revoked = set()
+    for grant in grants:
+        user_id, tenant_id, session_key = grant
+        allowed = user_id in staff and (staff[user_id] or (user_id, tenant_id) in members)
+        if not allowed or (live_sessions is not None and session_key not in live_sessions):
+            revoked.add(grant)
+    return revoked

@@ -49,6 +49,7 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 patterns=admission.patterns,
                 send=self.base_send,
                 close=self._end_stream,
+                session=admission.session,
             )
             recovered, missed = await subscription_start(self.sub, admission)
         except Refusal as refusal:

@@ -38,6 +38,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
                 patterns=admission.patterns,
                 send=self.base_send,
                 close=self._close,
+                session=admission.session,
             )
             recovered, missed = await subscription_start(self.sub, admission)
         except Refusal as refusal:

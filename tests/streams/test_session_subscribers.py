@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.test import Client
 
 from eventhub.asgi import application
@@ -163,6 +164,64 @@ async def test_suspending_a_tenant_closes_its_session_subscribers(staff_cookie, 
     assert error["code"] == 4403
     assert (await ws.receive_output(timeout=1))["code"] == 4403
     await ws.disconnect()
+
+
+async def closed_within_a_recheck(ws: WebsocketCommunicator) -> int:
+    """The close code the hub's credential re-check (every 2 s) sends, after its reason."""
+    error = await ws.receive_json_from(timeout=6)
+    assert error["type"] == "error", error
+    assert (await ws.receive_output(timeout=1))["code"] == error["code"]
+    return error["code"]
+
+
+def member_and_cookie(tenant):
+    user = get_user_model().objects.create_user("leaving", password=None)
+    tenant.members.add(user)
+    return user, login(user)
+
+
+async def test_removing_a_member_closes_their_session_subscriptions(tenant, api_key):
+    user, cookie = await sync_to_async(member_and_cookie)(tenant)
+    ws = await welcomed(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}"))
+
+    await sync_to_async(tenant.members.remove)(user)
+
+    assert await closed_within_a_recheck(ws) == 4403
+    await ws.disconnect()
+
+
+async def test_deactivating_a_user_closes_their_session_subscriptions(staff_cookie, tenant):
+    ws = await welcomed(browser_ws(staff_cookie, SAME_SITE, f"tenant={tenant.slug}"))
+
+    await get_user_model().objects.filter(username="staff").aupdate(is_active=False)
+
+    assert await closed_within_a_recheck(ws) == 4403
+    await ws.disconnect()
+
+
+async def test_logging_out_closes_the_session_subscriptions(tenant):
+    _user, cookie = await sync_to_async(member_and_cookie)(tenant)
+    ws = await welcomed(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}"))
+    session_key = cookie.split("=", 1)[1]
+
+    await Session.objects.filter(session_key=session_key).adelete()  # what logout does
+
+    assert await closed_within_a_recheck(ws) == 4403
+    await ws.disconnect()
+
+
+async def test_other_session_subscribers_survive_a_removal(staff_cookie, tenant, api_key):
+    user, cookie = await sync_to_async(member_and_cookie)(tenant)
+    leaving = await welcomed(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}"))
+    staying = await welcomed(browser_ws(staff_cookie, SAME_SITE, f"tenant={tenant.slug}"))
+
+    await sync_to_async(tenant.members.remove)(user)
+    assert await closed_within_a_recheck(leaving) == 4403
+
+    accepted = await publish(api_key, "t", "still here")
+    assert (await staying.receive_json_from(timeout=2))["id"] == accepted["id"]
+    await leaving.disconnect()
+    await staying.disconnect()
 
 
 # Origin rules: WebSocket --------------------------------------------------------------------
