@@ -7,6 +7,12 @@ Every subscriber must receive every event exactly once and in seq order; the scr
 
     .venv/bin/python bench/fanout.py                       # N=100,1000; 200 events; both modes
     .venv/bin/python bench/fanout.py --subscribers 1000 --client-procs 1 --modes burst
+    .venv/bin/python bench/fanout.py --cross-process          # two daphnes + worker on Redis
+
+With --cross-process the hub runs as in production on one machine: two daphne processes and the
+persistence worker share Redis (--redis-url, a database the script empties first); events are
+published to the first process and every subscriber is connected to the second, so each
+latency includes the hop through Redis.
 
 Modes:
   steady  single POSTs paced at --rate events/s (one keep-alive httpx client)
@@ -376,7 +382,12 @@ def _stop_workers(workers) -> None:
             p.join(5)
 
 
-def _run_mode(client, workers, server_pid: int, n: int, mode: str, args, run_no: int) -> dict:
+def _run_mode(
+    client, workers, server_pid: int, n: int, mode: str, args, run_no: int, observe=None
+) -> dict:
+    """One measured run; `client` publishes, `observe` (the subscribers' server, if another)
+    answers for the broadcast metrics."""
+    observe = observe or client
     run_id = f"r{run_no}-{os.getpid()}"
     rate = args.rate if mode == "steady" else None
     for _, conn in workers:
@@ -386,7 +397,7 @@ def _run_mode(client, workers, server_pid: int, n: int, mode: str, args, run_no:
         _recv(conn, arm_deadline, "arm")
 
     stats0 = client.get("/api/v1/stats").json()
-    bsum0, bcount0 = _broadcast_metrics(client)
+    bsum0, bcount0 = _broadcast_metrics(observe)
     cpu0 = _proc_cpu(server_pid)
     wall0 = time.time()
 
@@ -399,7 +410,7 @@ def _run_mode(client, workers, server_pid: int, n: int, mode: str, args, run_no:
 
     cpu1 = _proc_cpu(server_pid)
     wall1 = time.time()
-    bsum1, bcount1 = _broadcast_metrics(client)
+    bsum1, bcount1 = _broadcast_metrics(observe)
     stats1 = client.get("/api/v1/stats").json()
 
     latencies = sorted(x for part in parts for x in part["latencies"])
@@ -504,10 +515,11 @@ def _print_table(results: list[dict], procs: int) -> None:
 
 
 def _print_log_tail(directory: str, lines: int = 20) -> None:
-    with contextlib.suppress(OSError):
-        tail = (Path(directory) / "server.log").read_text(errors="replace").splitlines()[-lines:]
-        if tail:
-            print("server log (last lines):\n  " + "\n  ".join(tail), file=sys.stderr)
+    for log in sorted(Path(directory).glob("*.log")):
+        with contextlib.suppress(OSError):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            if tail:
+                print(f"{log.name} (last lines):\n  " + "\n  ".join(tail), file=sys.stderr)
 
 
 def main() -> int:
@@ -525,6 +537,19 @@ def main() -> int:
     parser.add_argument("--connect-concurrency", type=int, default=50, help="per client process")
     parser.add_argument("--drain", type=float, default=30.0, help="s to wait for deliveries")
     parser.add_argument("--timeout", type=float, default=240.0, help="overall limit in seconds")
+    parser.add_argument(
+        "--cross-process",
+        action="store_true",
+        help="publish to one daphne, subscribe on another, over Redis (with the worker)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="--cross-process: the Redis database to use (emptied first)",
+    )
+    parser.add_argument(
+        "--database-url", default="", help="default: SQLite in a temporary directory"
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.subscribers.split(",") if x.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -543,7 +568,8 @@ def main() -> int:
 
     ctx = mp.get_context("spawn")
     results: list[dict] = []
-    server = None
+    servers: list = []  # (name, process, port)
+    worker_proc = None
     workers: list = []
     tmp = tempfile.TemporaryDirectory(prefix="eventhub-bench-")
     try:
@@ -551,40 +577,67 @@ def main() -> int:
             **os.environ,
             "SECRET_KEY": "bench",
             "DEBUG": "0",
-            "DATABASE_URL": f"sqlite:///{tmp.name}/db.sqlite3",
+            "DATABASE_URL": args.database_url or f"sqlite:///{tmp.name}/db.sqlite3",
             "DJANGO_SETTINGS_MODULE": "eventhub.settings",
         }
         env.pop("REDIS_URL", None)
-        _manage(env, "migrate", "--noinput")
-        _manage(env, "create_tenant", "bench")
-        key = _manage(env, "create_api_key", "bench").strip().splitlines()[-1].strip()
+        if args.cross_process:
+            import redis
 
-        port = _free_port()
-        log_path = Path(tmp.name) / "server.log"
-        log = log_path.open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), APP],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://{HOST}:{port}"
-        client = httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30.0
-        )
-        up_deadline = time.time() + 30
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get("/healthz").status_code == 200:
-                    break
-            if time.time() > up_deadline:
-                raise RuntimeError("server did not become healthy in 30 s")
-            time.sleep(0.2)
+            redis.Redis.from_url(args.redis_url).flushdb()
+            env["REDIS_URL"] = args.redis_url
+        _manage(env, "migrate", "--noinput")
+        _manage(env, "create_tenant", f"bench-{os.getpid()}")
+        key = _manage(env, "create_api_key", f"bench-{os.getpid()}").strip().splitlines()[-1]
+        key = key.strip()
+
+        names = ["publish", "subscribe"] if args.cross_process else ["server"]
+        for name in names:
+            port = _free_port()
+            log = (Path(tmp.name) / f"{name}.log").open("wb")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), APP],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            servers.append((name, proc, port))
+        if args.cross_process:
+            log = (Path(tmp.name) / "worker.log").open("wb")
+            worker_proc = subprocess.Popen(
+                [sys.executable, "manage.py", "runworker", "eventhub.persist"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        clients = []
+        for name, proc, port in servers:
+            c = httpx.Client(
+                base_url=f"http://{HOST}:{port}",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30.0,
+            )
+            clients.append(c)
+            up_deadline = time.time() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} server exited early")
+                with contextlib.suppress(httpx.HTTPError):
+                    if c.get("/healthz").status_code == 200:
+                        break
+                if time.time() > up_deadline:
+                    raise RuntimeError(f"{name} server did not become healthy in 30 s")
+                time.sleep(0.2)
+        client, observe = clients[0], clients[-1]
+        server = servers[-1][1]  # the one the subscribers are on: its CPU is measured
+        port = servers[-1][2]
+        described = ", ".join(f"{n} daphne pid {p.pid} on :{pt}" for n, p, pt in servers)
         print(
-            f"server: daphne pid {server.pid} on {base}; cpus: {os.cpu_count()}; "
+            f"servers: {described}"
+            f"{' + worker, over ' + args.redis_url if args.cross_process else ''}; "
+            f"cpus: {os.cpu_count()}; "
             f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
 
@@ -603,12 +656,14 @@ def main() -> int:
             )
             if opened != n:
                 raise RuntimeError(f"only {opened}/{n} subscribers connected: {ready}")
-            connected = client.get("/api/v1/stats").json()["connections"]["websocket"]
+            connected = observe.get("/api/v1/stats").json()["connections"]["websocket"]
             if connected != n:
                 raise RuntimeError(f"server reports {connected} websocket connections, not {n}")
             for mode in modes:
                 run_no += 1
-                result = _run_mode(client, workers, server.pid, n, mode, args, run_no)
+                result = _run_mode(
+                    client, workers, server.pid, n, mode, args, run_no, observe=observe
+                )
                 results.append(result)
                 print(
                     f"  {result['mode']}: p50 {result['lat_p50']:.1f} ms, "
@@ -617,7 +672,8 @@ def main() -> int:
                 )
             _stop_workers(workers)
             workers = []
-        client.close()
+        for c in clients:
+            c.close()
     except Timeout as exc:
         print(f"aborted: {exc}", file=sys.stderr)
         _print_log_tail(tmp.name)
@@ -628,9 +684,11 @@ def main() -> int:
         signal.setitimer(signal.ITIMER_REAL, 0)
         if workers:
             _stop_workers(workers)
-        if server is not None:
-            _stop(server)
-            print(f"server stopped (exit code {server.returncode})")
+        for name, proc, _ in servers:
+            _stop(proc)
+            print(f"{name} server stopped (exit code {proc.returncode})")
+        if worker_proc is not None:
+            _stop(worker_proc)
         tmp.cleanup()
 
     if results:

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
     inline_serializer,
@@ -21,6 +22,26 @@ from streams.envelope import Envelope, data_encode, event_id_parse
 from streams.idempotency import idempotent
 from streams.tokens import token_sign
 from streams.topics import PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The error answers an operation documents: JSON, `{"detail": ...}` or field errors."""
+    meaning = {
+        400: "Invalid body, field or parameter: field errors, or `detail`.",
+        401: "Missing, unknown, revoked or expired key (`WWW-Authenticate: Bearer`).",
+        403: "The key lacks the scope, or the tenant is suspended.",
+        409: "A request with this Idempotency-Key is still being processed.",
+        413: "The body or one event's data is too large.",
+        415: "The body is not JSON.",
+        422: "This Idempotency-Key was used with another body.",
+        429: "Publish rate limit exceeded (`Retry-After`).",
+        503: "The hub cannot accept events now (`Retry-After`).",
+    }
+    return {code: OpenApiResponse(description=meaning[code]) for code in codes}
+
+
+PUBLISH_ERRORS = _errors(400, 401, 403, 409, 413, 415, 422, 429, 503)
+READ_ERRORS = _errors(400, 401, 403)
 
 
 class PayloadTooLarge(APIException):
@@ -190,7 +211,7 @@ class EventsApi(APIView):
     @extend_schema(
         operation_id="event_publish",
         request=EventInputSerializer,
-        responses={202: EventOutputSerializer},
+        responses={202: EventOutputSerializer, **PUBLISH_ERRORS},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request):
@@ -213,7 +234,8 @@ class EventsApi(APIView):
                     "results": serializers.ListField(child=serializers.DictField()),
                     "next": serializers.URLField(allow_null=True),
                 },
-            )
+            ),
+            **READ_ERRORS,
         },
     )
     def get(self, request):
@@ -258,7 +280,8 @@ class EventBatchPublishApi(APIView):
         responses={
             202: inline_serializer(
                 "EventBatchAccepted", {"events": EventOutputSerializer(many=True)}
-            )
+            ),
+            **PUBLISH_ERRORS,
         },
     )
     def post(self, request):
@@ -299,7 +322,9 @@ class TokenIssueApi(APIView):
         expires_at = serializers.DateTimeField()
 
     @extend_schema(
-        operation_id="token_issue", request=InputSerializer, responses={201: OutputSerializer}
+        operation_id="token_issue",
+        request=InputSerializer,
+        responses={201: OutputSerializer, **READ_ERRORS},
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -320,7 +345,10 @@ class StatsApi(APIView):
 
     @extend_schema(
         operation_id="stats",
-        responses={200: inline_serializer("Stats", {"connections": serializers.DictField()})},
+        responses={
+            200: inline_serializer("Stats", {"connections": serializers.DictField()}),
+            **_errors(401, 403),
+        },
     )
     def get(self, request):
         return Response(selectors.tenant_stats(tenant_id=request.auth.tenant_id))
