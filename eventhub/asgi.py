@@ -11,7 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from eventhub import redaction  # noqa: E402
+from eventhub import gctuning, redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
 from streams import runtime  # noqa: E402
 from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
@@ -25,3 +25,5 @@ application = ProtocolTypeRouter(
         "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+gctuning.install()  # last: what was loaded above is frozen out of the collector's way

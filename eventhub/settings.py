@@ -144,6 +144,10 @@ EVENTHUB_PERSIST_BATCH = env.int("EVENTHUB_PERSIST_BATCH", default=500)
 EVENTHUB_PERSIST_LINGER = env.float("EVENTHUB_PERSIST_LINGER", default=0.05)
 # A log-stream entry a worker took but did not acknowledge for this long is taken by another.
 EVENTHUB_CLAIM_IDLE = env.float("EVENTHUB_CLAIM_IDLE", default=30.0)
+# Garbage-collector thresholds of a serving process (eventhub/gctuning.py); empty: CPython's.
+EVENTHUB_GC_THRESHOLDS = [
+    int(x) for x in env.list("EVENTHUB_GC_THRESHOLDS", default=["50000", "20", "100"]) if x
+]
 # How long an authenticated API key is trusted from the process cache before it is re-read.
 EVENTHUB_KEY_CACHE_SECONDS = env.float("EVENTHUB_KEY_CACHE_SECONDS", default=2.0)
 
