@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import metrics
@@ -35,8 +35,8 @@ class Hub:
     def __init__(self, backend) -> None:
         self.loop = asyncio.get_running_loop()
         self.backend = backend
-        self._credentials_revoked = sync_to_async(credentials_revoked)
-        self._session_grants_revoked = sync_to_async(session_grants_revoked)
+        self._credentials_revoked = database_sync_to_async(credentials_revoked)
+        self._session_grants_revoked = database_sync_to_async(session_grants_revoked)
         self.layer = backend.layer
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}

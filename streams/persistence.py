@@ -8,7 +8,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import metrics
@@ -33,9 +33,11 @@ class LocalLogQueue:
         write_records: Callable[[list], int] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self._write_batch = sync_to_async(write_batch, thread_sensitive=False)
-        self._flush_usage = sync_to_async(flush_usage, thread_sensitive=False)
-        self._write_records = write_records and sync_to_async(write_records, thread_sensitive=False)
+        self._write_batch = database_sync_to_async(write_batch, thread_sensitive=False)
+        self._flush_usage = database_sync_to_async(flush_usage, thread_sensitive=False)
+        self._write_records = write_records and database_sync_to_async(
+            write_records, thread_sensitive=False
+        )
         self._queue: deque[Envelope] = deque()
         # Written only once every event queued before them is in the log: a record must never
         # stand for events the log does not hold.

@@ -1,7 +1,7 @@
 """Provides replay: the events a reconnecting subscriber missed, from the replay buffer or the
 persisted log."""
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import runtime
@@ -59,7 +59,9 @@ async def events_after(
         if buffered[0].id != last_event_id or len(missed) > replay_max:
             return False, [], 0
         return True, _matching(missed, patterns), buffered[-1].seq
-    from_log = await sync_to_async(_from_log)(tenant_id, last_seq, last_event_id, replay_max + 1)
+    from_log = await database_sync_to_async(_from_log)(
+        tenant_id, last_seq, last_event_id, replay_max + 1
+    )
     if from_log is None:
         return False, [], 0
     # The log lags behind the buffer: the buffer supplies what is not written yet.

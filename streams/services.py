@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
-from django.db import DataError, IntegrityError, close_old_connections, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 
 from streams import metrics, runtime
@@ -48,7 +48,6 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
 
     Called by the persistence consumer, in a thread of its own.
     """
-    close_old_connections()
     now = timezone.now()
     rows = [
         Event(
@@ -111,7 +110,6 @@ def idempotent_responses_write(*, records: Sequence[IdempotentResponseInput]) ->
 
     Called by the embedded persistence consumer once the events they name are in the log.
     """
-    close_old_connections()
     now = timezone.now()
     rows = [
         IdempotentResponse(

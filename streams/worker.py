@@ -12,7 +12,7 @@ import signal
 import socket
 from collections import Counter
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
@@ -32,7 +32,7 @@ class LogStreamWorker:
         self.redis = redis_client()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = asyncio.Event()
-        self._write = sync_to_async(
+        self._write = database_sync_to_async(
             lambda batch: event_log_write_batch(envelopes=batch), thread_sensitive=False
         )
         self.batch_size = settings.EVENTHUB_PERSIST_BATCH

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
@@ -105,20 +106,21 @@ def api_key_principal(*, raw_key: str) -> Principal | None:
 
 async def aapi_key_principal(*, raw_key: str) -> Principal | None:
     """The async twin of api_key_principal, for consumers."""
-    digest = key_hash(raw_key)
-    hit, principal = _cached(digest)
+    hit, principal = _cached(key_hash(raw_key))
     if hit:
         return principal
-    api_key = await ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).afirst()
-    principal = _principal_from(api_key) if api_key else None
-    _remember(digest, principal)
-    return principal
+    return await database_sync_to_async(api_key_principal)(raw_key=raw_key)
 
 
-async def aapi_key_principal_by_id(*, key_id: int) -> Principal | None:
+def api_key_principal_by_id(*, key_id: int) -> Principal | None:
     """Returns the current state of a key by id (used to check a token's issuing key)."""
-    api_key = await ApiKey.objects.select_related("tenant").filter(pk=key_id).afirst()
+    api_key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
     return _principal_from(api_key) if api_key else None
+
+
+# Consumers read through channels' database_sync_to_async: outside a request, only it hands a
+# connection back (to the pool, or closed when it broke) the way a request's end does.
+aapi_key_principal_by_id = database_sync_to_async(api_key_principal_by_id)
 
 
 def tenant_list() -> QuerySet[Tenant]:
@@ -134,8 +136,11 @@ def tenants_visible_to(*, user) -> QuerySet[Tenant]:
     return Tenant.objects.filter(members=user)
 
 
-async def atenant_visible_to(*, user, slug: str) -> Tenant | None:
-    return await tenants_visible_to(user=user).filter(slug=slug).afirst()
+def tenant_visible_to(*, user, slug: str) -> Tenant | None:
+    return tenants_visible_to(user=user).filter(slug=slug).first()
+
+
+atenant_visible_to = database_sync_to_async(tenant_visible_to)
 
 
 def tenant_get(*, slug: str) -> Tenant | None:

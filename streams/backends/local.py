@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -55,9 +55,11 @@ class LocalBackend:
             flush_usage=api_keys_flush_usage,
             write_records=lambda records: idempotent_responses_write(records=records),
         )
-        self._idempotency_load = sync_to_async(idempotent_responses_live)
+        self._idempotency_load = database_sync_to_async(idempotent_responses_live)
         self._idempotency_loaded = False
-        self._seed = sync_to_async(lambda tenant_id: event_log_last_seq(tenant_id=tenant_id))
+        self._seed = database_sync_to_async(
+            lambda tenant_id: event_log_last_seq(tenant_id=tenant_id)
+        )
         self._tenants: dict[int, _TenantSequence] = {}
         self._lock = asyncio.Lock()
         self._buckets = TokenBuckets()

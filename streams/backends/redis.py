@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
@@ -119,7 +119,7 @@ class RedisBackend:
         self.redis = redis_client()
         self._publish = self.redis.register_script(PUBLISH)
         self._seed_script = self.redis.register_script(SEED)
-        self._db_last_seq = sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
+        self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
         self._delivered: defaultdict[int, int] = defaultdict(int)
         self._connections: defaultdict[tuple[int, str], int] = defaultdict(int)

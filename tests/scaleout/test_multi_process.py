@@ -3,9 +3,11 @@
 import asyncio
 
 import httpx
+import psycopg
 import pytest
 
 from tests.clients import SseSubscriber, WsSubscriber, publish
+from tests.scaleout.conftest import PG_DSN
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +102,28 @@ async def test_the_worker_persists_what_any_process_accepted(hub):
         assert stats["events"]["accepted"] == 20
         assert stats["events"]["persisted"] == 20
         assert stats["persistence"]["pending"] == 0
+
+
+def database_connections(database_url: str) -> int:
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchone()
+    return count
+
+
+async def test_database_connections_stay_bounded_however_many_requests_come(
+    make_cluster, pg_database, redis_url
+):
+    # Under ASGI each request runs in a thread of its own: connections kept per thread would
+    # pile up (one per request) until PostgreSQL refuses more clients.
+    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
+    web = cluster.start("web")
+    key = cluster.tenant_key("acme")
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
+        for _ in range(150):  # each history page reads the log
+            response = await client.get(f"{web.url}/api/v1/events")
+            assert response.status_code == 200
+
+    assert database_connections(pg_database) <= 20  # DATABASE_POOL_SIZE, the default
