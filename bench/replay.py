@@ -107,6 +107,39 @@ async def run(engine: str, window: int, workdir: Path) -> list[tuple[str, float]
     return rows
 
 
+def sequencing_cost(samples: int = 2000) -> list[tuple[str, float]]:
+    """What sequencing adds to a publish on Redis: the Lua script that rate-limits, numbers,
+    buffers and logs an event, against the one PUBLISH a channel layer alone would do."""
+    from streams.backends.redis import PUBLISH, SEED, _key
+
+    client = redis.Redis(db=13)
+    client.flushdb()
+    tenant = 999_999
+    keys = [_key(tenant, "seq"), _key(tenant, "buffer"), "eventhub:bench-log"]
+    keys += [_key(tenant, "stats"), _key(tenant, "rate")]
+    client.register_script(SEED)(keys=[keys[0]], args=[0, "bench"])
+    script = client.register_script(PUBLISH)
+    data = json.dumps({"n": 1, "text": "x" * 100})
+    args = [tenant, 1000, repr(time.time()), 1, 0, json.dumps("t"), json.dumps("message"), data]
+    lua, plain = [], []
+    for _ in range(samples):
+        t = time.perf_counter()
+        script(keys=keys, args=args)
+        lua.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        client.publish("eventhub:bench-channel", data)
+        plain.append(time.perf_counter() - t)
+    client.flushdb()
+    lua.sort()
+    plain.sort()
+    mid = samples // 2
+    return [
+        ("sequencing script, p50 (ms)", lua[mid] * 1000),
+        ("plain PUBLISH of the same event, p50 (ms)", plain[mid] * 1000),
+        ("sequencing adds, p50 (ms)", (lua[mid] - plain[mid]) * 1000),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=int, default=1000)
@@ -116,6 +149,9 @@ def main() -> None:
         for engine in args.engines.split(","):
             for label, value in asyncio.run(run(engine, args.window, Path(tmp))):
                 print(f"{engine:9} {label:48} {value:9.1f}")
+            if engine == "redis":
+                for label, value in sequencing_cost():
+                    print(f"{engine:9} {label:48} {value:9.3f}")
 
 
 if __name__ == "__main__":
