@@ -13,6 +13,7 @@ from streams import metrics
 from streams.connections import Subscriber, TenantHub, websocket_text_frame
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from streams.tasks import background_task
 from tenants.selectors import credentials_revoked, session_grants_revoked
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ class Hub:
                 return
             self.channel = await self.layer.new_channel(prefix="eventhub.hub")
             self._tasks = [
-                self.loop.create_task(self._receive_loop(), name="eventhub-hub-receive"),
-                self.loop.create_task(self._heartbeat_loop(), name="eventhub-hub-heartbeat"),
+                background_task(self._receive_loop(), name="eventhub-hub-receive"),
+                background_task(self._heartbeat_loop(), name="eventhub-hub-heartbeat"),
             ]
 
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from streams import metrics
 from streams.envelope import Envelope
+from streams.tasks import background_task
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class LocalLogQueue:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = self.loop.create_task(self._run(), name="eventhub-log-writer")
+            self._task = background_task(self._run(), name="eventhub-log-writer")
 
     def put(self, envelopes: list[Envelope]) -> None:
         """Queues accepted events for the log; called on the loop, never blocks."""

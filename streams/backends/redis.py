@@ -22,6 +22,7 @@ from streams.backends import HubUnavailable, RateLimited
 from streams.backends.local import epoch_new
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from streams.tasks import background_task
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class RedisBackend:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = self.loop.create_task(self._housekeeping(), name="eventhub-redis-sync")
+            self._task = background_task(self._housekeeping(), name="eventhub-redis-sync")
 
     async def _seed(self, tenant_id: int) -> None:
         # After Redis lost the sequence (first use, or an emptied Redis), continue after the

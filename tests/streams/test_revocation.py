@@ -103,6 +103,17 @@ async def test_revoking_a_key_closes_its_live_connections_and_no_others(issued, 
     await stream.close()
 
 
+async def test_revocation_closes_connections_when_a_publish_came_first(issued):
+    # The hub's loops start on first use; here that is inside a REST request, whose context
+    # they must not keep (its thread is gone when they next read the database).
+    assert (await publish(issued.secret)).status_code == 202
+    ws = await open_ws(issued.secret)
+
+    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+
+    assert await closed_code(ws) == 4403
+
+
 async def test_suspending_a_tenant_closes_its_live_connections_and_no_others(
     tenant, api_key, other_key
 ):
