@@ -82,7 +82,12 @@ def tenant_publish(request, slug: str):
     except PayloadTooLarge as too_large:
         return JsonResponse({"detail": str(too_large.detail)}, status=413)
     except ValidationError as invalid:
-        return JsonResponse({"detail": invalid.detail}, status=400)
+        # One line for the form to show, with the field errors the API would give.
+        message = "; ".join(
+            f"{field}: {' '.join(str(m) for m in errors) if isinstance(errors, list) else errors}"
+            for field, errors in invalid.detail.items()
+        )
+        return JsonResponse({"detail": message, **invalid.detail}, status=400)
     try:
         (envelope,) = event_publish(
             tenant_id=tenant.pk, events=[serializer.validated_data], rate=tenant.publish_rate

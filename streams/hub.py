@@ -333,7 +333,7 @@ class Hub:
             bad_keys, bad_tenants = await self._credentials_revoked(
                 key_ids=key_ids, tenant_ids=tenant_ids
             )
-            bad_grants = await self._session_grants_revoked(grants=grants) if grants else set()
+            forbidden, ended = await self._session_grants_revoked(grants=grants)
         except Exception:
             logger.warning("could not re-check subscriber credentials; will retry")
             return
@@ -342,8 +342,12 @@ class Hub:
                 await self.close(sub, 4403, "This tenant is suspended.")
             elif sub.key_id is not None and sub.key_id in bad_keys:
                 await self.close(sub, 4403, "The credential of this connection was revoked.")
-            elif sub.session is not None and _grant(sub) in bad_grants:
+            elif sub.session is not None and _grant(sub) in forbidden:
                 await self.close(sub, 4403, "This session may no longer see this tenant.")
+            elif sub.session is not None and _grant(sub) in ended:
+                # Not final: after logging in again the browser holds a new session and is
+                # admitted when it reconnects; after a logout it is refused then (4401).
+                await self.close(sub, 1012, "The session changed; reconnect.")
 
     async def _catch_up(self) -> None:
         """Delivers events whose layer message never came (the layer is at-most-once): each

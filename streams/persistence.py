@@ -40,9 +40,10 @@ class LocalLogQueue:
             write_records, thread_sensitive=False
         )
         self._queue: deque[Envelope] = deque()
-        # Written only once every event queued before them is in the log: a record must never
-        # stand for events the log does not hold.
-        self._records: list = []
+        # Events ever queued and ever written: a record waits, with the count queued when it
+        # came, until that many are written, so it never stands for events the log lacks.
+        self._queued = self._written = 0
+        self._records: deque[tuple[int, object]] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -58,6 +59,7 @@ class LocalLogQueue:
         """Queues accepted events for the log; called on the loop, never blocks."""
         self.start()
         self._queue.extend(envelopes)
+        self._queued += len(envelopes)
         pending = self._pending[envelopes[0].tenant_id]
         ts = envelopes[0].received_at.timestamp()
         pending.extend(ts for _ in envelopes)
@@ -68,7 +70,7 @@ class LocalLogQueue:
     def put_record(self, record) -> None:
         """Queues a record to write after the events queued so far; called on the loop."""
         self.start()
-        self._records.append(record)
+        self._records.append((self._queued, record))
         self._idle.clear()
         self._wakeup.set()
 
@@ -113,8 +115,11 @@ class LocalLogQueue:
             if self._queue:
                 batch = [self._queue.popleft() for _ in range(min(batch_size, len(self._queue)))]
                 await self._write(batch)
-            if self._records and not self._queue:
-                records, self._records = self._records, []
+            ready = []
+            while self._records and self._records[0][0] <= self._written:
+                ready.append(self._records.popleft())
+            if ready:
+                records = [record for _, record in ready]
                 await self._retrying(self._write_records, records, requeue=self._requeue_records)
             if time.monotonic() >= next_usage_flush:
                 next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
@@ -127,7 +132,8 @@ class LocalLogQueue:
         self._queue.extendleft(reversed(batch))
 
     def _requeue_records(self, records: list) -> None:
-        self._records[:0] = records
+        # Back at the front, ready at once: their events were written.
+        self._records.extendleft((0, record) for record in reversed(records))
 
     async def _retrying(self, write, items: list, requeue: Callable[[list], None]) -> None:
         """Writes `items`, retrying with backoff: nothing accepted is ever dropped."""
@@ -146,6 +152,7 @@ class LocalLogQueue:
 
     async def _write(self, batch: list[Envelope]) -> None:
         await self._retrying(self._write_batch, batch, requeue=self._requeue_events)
+        self._written += len(batch)
         for envelope in batch:
             self._pending[envelope.tenant_id].popleft()
         metrics.PERSISTENCE_PENDING.dec(len(batch))

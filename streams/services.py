@@ -121,6 +121,25 @@ def idempotent_responses_write(*, records: Sequence[IdempotentResponseInput]) ->
         )
         for r in records
     ]
-    with transaction.atomic():
-        IdempotentResponse.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+
+    def save(batch: list[IdempotentResponse]) -> None:
+        # A key is saved only when no live record held it, so an expired row is replaced.
+        with transaction.atomic():
+            IdempotentResponse.objects.bulk_create(
+                batch,
+                update_conflicts=True,
+                unique_fields=["tenant", "slot"],
+                update_fields=["fingerprint", "response", "expires_at"],
+                batch_size=500,
+            )
+
+    try:
+        save(rows)
+    except IntegrityError:
+        # A tenant deleted meanwhile must not hold up the others' records (nor the log writer).
+        for row in rows:
+            try:
+                save([row])
+            except IntegrityError:
+                logger.warning("idempotent response of tenant %s not kept", row.tenant_id)
     return len(rows)

@@ -169,22 +169,24 @@ def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set
     return key_ids - usable, tenant_ids - active
 
 
-def session_grants_revoked(*, grants: set[tuple[int, int, str]]) -> set[tuple[int, int, str]]:
-    """Of the given (user, tenant, session key) grants of dashboard subscriptions, returns those
-    that no longer hold: the user was deactivated, lost staff status and membership, or the
-    session ended (logout, expiry). Run every few seconds by each hub, with `credentials_revoked`.
+def session_grants_revoked(
+    *, grants: set[tuple[int, int, str]]
+) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]]]:
+    """Of the given (user, tenant, session key) grants of dashboard subscriptions, returns
+    (forbidden, ended): the user was deactivated or lost staff status and membership; or the
+    session itself is over (logout, expiry, or a new key after logging in again, when the
+    user may well still be signed in). Run every few seconds by each hub, with
+    `credentials_revoked`.
     """
     if not grants:
-        return set()
+        return set(), set()
     now = timezone.now()
     user_ids = {user_id for user_id, _, _ in grants}
-    staff = {}
-    for pk, is_staff in (
+    staff = dict(
         get_user_model()
         .objects.filter(pk__in=user_ids, is_active=True)
         .values_list("pk", "is_staff")
-    ):
-        staff[pk] = is_staff
+    )
     members = set(
         Tenant.members.through.objects.filter(
             user_id__in=user_ids, tenant_id__in={tenant_id for _, tenant_id, _ in grants}
@@ -197,10 +199,11 @@ def session_grants_revoked(*, grants: set[tuple[int, int, str]]) -> set[tuple[in
                 session_key__in={key for _, _, key in grants}, expire_date__gt=now
             ).values_list("session_key", flat=True)
         )
-    revoked = set()
+    forbidden, ended = set(), set()
     for grant in grants:
         user_id, tenant_id, session_key = grant
-        allowed = user_id in staff and (staff[user_id] or (user_id, tenant_id) in members)
-        if not allowed or (live_sessions is not None and session_key not in live_sessions):
-            revoked.add(grant)
-    return revoked
+        if user_id not in staff or not (staff[user_id] or (user_id, tenant_id) in members):
+            forbidden.add(grant)
+        elif live_sessions is not None and session_key not in live_sessions:
+            ended.add(grant)
+    return forbidden, ended

@@ -618,3 +618,14 @@ def test_no_request_the_schema_describes_or_violates_gets_a_server_error(live_hu
 
             check()
     assert "Traceback" not in web.log()
+
+
+@quiet_static
+@pytest.mark.django_db(transaction=True)
+async def test_the_dashboard_publish_form_explains_a_refusal_in_one_line(dashboard_client, tenant):
+    url = f"/dashboard/{tenant.slug}/publish"
+    body = '{"topic": "has space", "data": 1}'
+    response = await dashboard_client.post(url, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert isinstance(response.json()["detail"], str)
+    assert response.json()["detail"].startswith("topic: ")
