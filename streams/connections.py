@@ -151,6 +151,7 @@ class Subscriber:
         "close",
         "closed",
         "connection_id",
+        "epoch",
         "key_id",
         "last_seen",
         "last_seq",
@@ -185,6 +186,7 @@ class Subscriber:
         self.backlog = transport_backlog(self.send)
         self.write_frame = frame_writer(self.send) if transport == "websocket" else None
         self.last_seq = 0
+        self.epoch: str | None = None  # of the events it got while replaying, when known
         self.last_seen = time.monotonic()
         # Not None while replaying: live events wait here so replay hands over without a gap.
         self.pending: list[Envelope] | None = None

@@ -100,6 +100,7 @@ class Hub:
                 # Joined first, then read: every later event arrives through the group.
                 try:
                     tenant.last_seq = await self.backend.current_seq(sub.tenant_id)
+                    tenant.epoch = await self.backend.current_epoch(sub.tenant_id) or ""
                 except Exception:
                     await self._forget_tenant(sub.tenant_id)
                     raise
@@ -154,6 +155,12 @@ class Hub:
         while sub.pending:
             waiting, sub.pending = sub.pending, []
             for envelope in waiting:
+                epoch = envelope.id.partition("-")[2]
+                if sub.epoch is not None and epoch != sub.epoch:
+                    # The hub re-started the sequence meanwhile (stragglers of an old epoch
+                    # never reach `pending`): the new run counts from its own start.
+                    sub.last_seq = 0
+                sub.epoch = epoch
                 if sub.closed or envelope.seq <= sub.last_seq:
                     continue
                 sub.last_seq = envelope.seq
@@ -194,6 +201,9 @@ class Hub:
             if epoch != tenant.epoch:
                 if epoch in tenant.retired_epochs:
                     continue  # a straggler from before a re-seed
+                if tenant.epoch and epoch != await self._current_epoch(tenant_id, epoch):
+                    tenant.retired_epochs.add(epoch)
+                    continue  # a straggler from before the re-seed this hub already follows
                 if tenant.epoch:
                     # The sequence was re-seeded (an emptied Redis): a new run of seqs starts,
                     # somewhere at or below this one. Its earlier events, which other processes
@@ -210,6 +220,13 @@ class Hub:
                         await self._broadcast(tenant_id, tenant, missing)
             tenant.last_seq = envelope.seq
             await self._broadcast(tenant_id, tenant, envelope)
+
+    async def _current_epoch(self, tenant_id: int, default: str) -> str:
+        """The tenant's epoch now; read only when an event of another epoch arrives."""
+        try:
+            return await self.backend.current_epoch(tenant_id) or default
+        except Exception:
+            return default  # unknown: take the event's epoch as the new one, as before
 
     @staticmethod
     def _restart_sequence(tenant: TenantHub, last_seq: int) -> None:

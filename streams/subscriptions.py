@@ -190,4 +190,6 @@ async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[boo
         await hub.unsubscribe(sub)
         raise Refusal(1013, 503, "The hub is unavailable; retry shortly.") from None
     sub.last_seq = seen
+    if recovered:
+        sub.epoch = admission.last_event_id.partition("-")[2]
     return recovered, missed

@@ -10,6 +10,8 @@ any number of processes act as one hub. Both offer the same coroutines:
 - `buffered(tenant_id, from_seq, to_seq=None) -> list[Envelope]`: replay-buffer events with
   `from_seq <= seq (<= to_seq)`, in seq order;
 - `current_seq(tenant_id) -> int`: the last seq handed out;
+- `current_epoch(tenant_id) -> str | None`: the epoch of the ids handed out now (it changes
+  when the sequence is re-seeded, e.g. by an emptied Redis); None before the first publish;
 - `stats(tenant_id) -> dict`: counters and persistence backlog of the tenant, over all
   processes.
 """

@@ -135,6 +135,9 @@ class LocalBackend:
     async def current_seq(self, tenant_id: int) -> int:
         return (await self._sequence(tenant_id)).last_seq
 
+    async def current_epoch(self, tenant_id: int) -> str | None:
+        return (await self._sequence(tenant_id)).epoch
+
     async def stats(self, tenant_id: int) -> dict:
         counters = metrics.tenant_counters[tenant_id]
         pending, lag = self.log_queue.pending(tenant_id)

@@ -210,6 +210,13 @@ class RedisBackend:
             raise HubUnavailable(str(exc)) from exc
         return int(last) if last is not None else 0
 
+    async def current_epoch(self, tenant_id: int) -> str | None:
+        try:
+            epoch = await self.redis.hget(_key(tenant_id, "seq"), "epoch")
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return epoch.decode() if isinstance(epoch, bytes) else epoch
+
     # Idempotency ------------------------------------------------------------------------------
 
     async def idempotency_claim(

@@ -39,6 +39,9 @@ class FakeBackend:
     async def current_seq(self, tenant_id: int) -> int:
         return self.seq
 
+    async def current_epoch(self, tenant_id: int) -> str | None:
+        return None  # one epoch throughout: the hub takes it from the first event
+
     async def buffered(self, tenant_id: int, from_seq: int, to_seq: int | None = None):
         return [
             e

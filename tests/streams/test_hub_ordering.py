@@ -48,11 +48,13 @@ class Engine:
         self.layer = InMemoryChannelLayer()
         self.buffer: dict[int, Envelope] = {}
         self.seq = 0
+        self.epoch: str | None = None
 
     def publish(self, envelopes: list[Envelope]) -> None:
         for e in envelopes:
             self.buffer[e.seq] = e
             self.seq = max(self.seq, e.seq)
+            self.epoch = e.id.partition("-")[2]
 
     def reseed(self) -> None:
         """What an emptied Redis looks like: no buffer, a sequence counting from 0 again."""
@@ -65,6 +67,9 @@ class Engine:
 
     async def current_seq(self, tenant_id: int) -> int:
         return self.seq
+
+    async def current_epoch(self, tenant_id: int) -> str | None:
+        return self.epoch
 
     def count_delivered(self, tenant_id: int, n: int) -> None:
         pass
@@ -244,5 +249,51 @@ def test_a_straggler_from_before_a_reseed_is_not_delivered_again():
         finally:
             await hub.shutdown()
         assert [e["id"] for e in receiver.events] == [e.id for e in old + new]
+
+    asyncio.run(run())
+
+
+def test_a_subscriber_still_replaying_gets_both_runs_across_a_reseed():
+    async def run():
+        engine = Engine()
+        engine.publish([envelope(s) for s in range(1, 11)])
+        hub = Hub(engine)
+        live = Receiver(("*",), "websocket")
+        await joined(hub, live)
+        replaying = Receiver(("*",), "websocket")
+        replaying.sub.pending = []  # as subscription_start does, while it replays
+        await joined(hub, replaying)
+        old = [envelope(11), envelope(12)]
+        engine.publish(old)
+        await hub.deliver(TENANT, old)
+        engine.reseed()
+        new = [envelope(s, epoch="second") for s in (1, 2, 3)]
+        engine.publish(new)
+        await hub.deliver(TENANT, new)
+        # The replay got up to 10 of the first run; then it goes live.
+        replaying.sub.last_seq, replaying.sub.epoch = 10, "first"
+        await hub.go_live(replaying.sub)
+        await hub.shutdown()
+        expected = [e.id for e in old + new]
+        assert [e["id"] for e in live.events] == expected
+        assert [e["id"] for e in replaying.events] == expected
+
+    asyncio.run(run())
+
+
+def test_a_hub_that_starts_after_a_reseed_ignores_stragglers_of_the_old_run():
+    async def run():
+        engine = Engine()
+        engine.reseed()
+        engine.publish([envelope(s, epoch="second") for s in range(1, 6)])
+        hub = Hub(engine)
+        receiver = Receiver(("*",), "websocket")
+        await joined(hub, receiver)  # knows the tenant is at 5 of "second"
+        await hub.deliver(TENANT, [envelope(7)])  # late, from before the re-seed
+        current = envelope(6, epoch="second")
+        engine.publish([current])
+        await hub.deliver(TENANT, [current])
+        await hub.shutdown()
+        assert [e["id"] for e in receiver.events] == [current.id]
 
     asyncio.run(run())
