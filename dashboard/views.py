@@ -61,6 +61,13 @@ def tenant_stats_json(request, slug: str):
     return JsonResponse(tenant_stats(tenant_id=tenant.pk))
 
 
+def _one_line(field_errors: dict) -> str:
+    return "; ".join(
+        f"{field}: {' '.join(map(str, errors)) if isinstance(errors, list) else errors}"
+        for field, errors in field_errors.items()
+    )
+
+
 @login_required
 @require_POST
 def tenant_publish(request, slug: str):
@@ -82,12 +89,8 @@ def tenant_publish(request, slug: str):
     except PayloadTooLarge as too_large:
         return JsonResponse({"detail": str(too_large.detail)}, status=413)
     except ValidationError as invalid:
-        # One line for the form to show, with the field errors the API would give.
-        message = "; ".join(
-            f"{field}: {' '.join(str(m) for m in errors) if isinstance(errors, list) else errors}"
-            for field, errors in invalid.detail.items()
-        )
-        return JsonResponse({"detail": message, **invalid.detail}, status=400)
+        # One line for the form to show, beside the field errors the API would give.
+        return JsonResponse({"detail": _one_line(invalid.detail), **invalid.detail}, status=400)
     try:
         (envelope,) = event_publish(
             tenant_id=tenant.pk, events=[serializer.validated_data], rate=tenant.publish_rate

@@ -76,8 +76,14 @@ def _plain_tcp(transport) -> bool:
         from twisted.internet import tcp
     except ImportError:
         return False
-    needed = ("socket", "connected", "dataBuffer", "offset", "_tempDataBuffer")
-    needed += ("_writeDisconnected",)
+    needed = (
+        "socket",
+        "connected",
+        "dataBuffer",
+        "offset",
+        "_tempDataBuffer",
+        "_writeDisconnected",
+    )
     return type(transport) is tcp.Server and all(hasattr(transport, a) for a in needed)
 
 

@@ -40,6 +40,11 @@ class Envelope:
     received_at: datetime
     frame: str  # the event JSON sent to subscribers, the same on both transports
 
+    @property
+    def epoch(self) -> str:
+        """The run of seqs the event belongs to (a re-seeded sequence starts a new one)."""
+        return self.id.partition("-")[2]
+
     @classmethod
     def build(
         cls,

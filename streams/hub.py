@@ -155,7 +155,7 @@ class Hub:
         while sub.pending:
             waiting, sub.pending = sub.pending, []
             for envelope in waiting:
-                epoch = envelope.id.partition("-")[2]
+                epoch = envelope.epoch
                 if sub.epoch is not None and epoch != sub.epoch:
                     # The hub re-started the sequence meanwhile (stragglers of an old epoch
                     # never reach `pending`): the new run counts from its own start.
@@ -197,7 +197,7 @@ class Hub:
         self, tenant_id: int, tenant: TenantHub, envelopes: list[Envelope]
     ) -> None:
         for envelope in envelopes:
-            epoch = envelope.id.partition("-")[2]
+            epoch = envelope.epoch
             if epoch != tenant.epoch:
                 if epoch in tenant.retired_epochs:
                     continue  # a straggler from before a re-seed
@@ -215,7 +215,7 @@ class Hub:
                 continue
             if envelope.seq > tenant.last_seq + 1:
                 for missing in await self._fill(tenant_id, tenant.last_seq + 1, envelope.seq - 1):
-                    if missing.seq > tenant.last_seq and missing.id.endswith(f"-{epoch}"):
+                    if missing.seq > tenant.last_seq and missing.epoch == epoch:
                         tenant.last_seq = missing.seq
                         await self._broadcast(tenant_id, tenant, missing)
             tenant.last_seq = envelope.seq
@@ -346,11 +346,13 @@ class Hub:
         key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
         tenant_ids = {sub.tenant_id for sub in subs}
         grants = {_grant(sub) for sub in subs if sub.session is not None}
+        forbidden = ended = frozenset()
         try:
             bad_keys, bad_tenants = await self._credentials_revoked(
                 key_ids=key_ids, tenant_ids=tenant_ids
             )
-            forbidden, ended = await self._session_grants_revoked(grants=grants)
+            if grants:  # most hubs hold no dashboard session: no thread hop for nothing
+                forbidden, ended = await self._session_grants_revoked(grants=grants)
         except Exception:
             logger.warning("could not re-check subscriber credentials; will retry")
             return

@@ -191,5 +191,5 @@ async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[boo
         raise Refusal(1013, 503, "The hub is unavailable; retry shortly.") from None
     sub.last_seq = seen
     if recovered:
-        sub.epoch = admission.last_event_id.partition("-")[2]
+        _, sub.epoch = event_id_parse(admission.last_event_id)
     return recovered, missed

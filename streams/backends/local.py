@@ -45,7 +45,11 @@ class LocalBackend:
 
     def __init__(self) -> None:
         from streams.selectors import event_log_last_seq, idempotent_responses_live
-        from streams.services import event_log_write_batch, idempotent_responses_write
+        from streams.services import (
+            IdempotentResponseInput,
+            event_log_write_batch,
+            idempotent_responses_write,
+        )
         from tenants.services import api_keys_flush_usage
 
         self.loop = asyncio.get_running_loop()
@@ -56,6 +60,7 @@ class LocalBackend:
             write_records=lambda records: idempotent_responses_write(records=records),
         )
         self._idempotency_load = database_sync_to_async(idempotent_responses_live)
+        self._idempotency_record = IdempotentResponseInput
         self._idempotency_loaded = False
         self._seed = database_sync_to_async(
             lambda tenant_id: event_log_last_seq(tenant_id=tenant_id)
@@ -187,12 +192,10 @@ class LocalBackend:
     async def idempotency_save(
         self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
     ) -> None:
-        from streams.services import IdempotentResponseInput
-
         self._idempotency[(tenant_id, slot)] = (fingerprint, response, time.monotonic() + ttl)
         # Logged behind the events it names, so a restart keeps the answer and the log agrees.
         self.log_queue.put_record(
-            IdempotentResponseInput(tenant_id, slot, fingerprint, response, ttl)
+            self._idempotency_record(tenant_id, slot, fingerprint, response, ttl)
         )
 
     async def idempotency_release(self, tenant_id: int, slot: str) -> None:
