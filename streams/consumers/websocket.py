@@ -15,6 +15,8 @@ from streams.subscriptions import Refusal, subscription_admit, subscription_star
 
 logger = logging.getLogger(__name__)
 
+SLOW_CONSUMER = 4008
+
 
 class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
     """Streams a tenant's events to one WebSocket client.
@@ -68,6 +70,13 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "code": code, "detail": reason})
         protocol = server_protocol(self.base_send)
         if hasattr(protocol, "sendCloseFrame") and protocol.state == protocol.STATE_OPEN:
+            if code == SLOW_CONSUMER and hasattr(protocol, "closeHandshakeTimeout"):
+                # The close frame queues behind everything the client left unread, and daphne
+                # drops the connection (and that queue) 1 s after closing: a client that reads
+                # on gets one heartbeat interval to reach the close frame and learn why.
+                protocol.closeHandshakeTimeout = max(
+                    protocol.closeHandshakeTimeout, settings.EVENTHUB_HEARTBEAT_INTERVAL
+                )
             protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
             return
         await self.close(code=code, reason=reason)
