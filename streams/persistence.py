@@ -86,7 +86,8 @@ class LocalLogQueue:
         if self._task is None:
             return True
         try:
-            await asyncio.wait_for(self._idle.wait(), within)
+            async with asyncio.timeout(within):
+                await self._idle.wait()
         except TimeoutError:
             logger.error("event log drain timed out with %d events pending", len(self._queue))
             return False
@@ -107,8 +108,11 @@ class LocalLogQueue:
             if not self._queue and not self._records:
                 self._idle.set()
                 self._wakeup.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 a cancel that arrives as the
+                # wakeup does is swallowed by wait_for, and the writer would never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), KEY_USAGE_FLUSH_SECONDS)
+                    async with asyncio.timeout(KEY_USAGE_FLUSH_SECONDS):
+                        await self._wakeup.wait()
             if self._queue and len(self._queue) < batch_size and linger > 0:
                 # A short linger turns a stream of single events into few transactions.
                 await asyncio.sleep(linger)

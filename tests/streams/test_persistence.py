@@ -1,6 +1,7 @@
 """The embedded log writer: batches in order, and idempotent responses kept only behind the
 events they name, also while events keep coming."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -111,3 +112,22 @@ async def test_an_expired_record_is_replaced_by_the_keys_next_use():
     await sync_to_async(idempotent_responses_write)(records=[record(tenant.pk, "s", "new")])
 
     assert (await IdempotentResponse.objects.aget(slot="s")).response == "new"
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_the_writer_stops_when_cancelled_as_an_event_wakes_it(settings, turns):
+    """At shutdown the writer is cancelled; an event arriving in the same instant must not
+    swallow the cancel (asyncio.wait_for on Python 3.11 did, and stop() then hung forever)."""
+    settings.EVENTHUB_PERSIST_LINGER = 0
+    storage = Storage()
+    queue = LocalLogQueue(storage.write_batch, lambda: 0, storage.write_records)
+    queue.start()
+    await queue.drain(within=5)  # idle: waiting for a wakeup
+    queue.put([envelope(1)])
+    for _ in range(turns):  # each turn lands the cancel at another step of the wakeup
+        await asyncio.sleep(0)
+
+    queue._task.cancel()
+    done, _ = await asyncio.wait({queue._task}, timeout=5)
+
+    assert done, "the writer ignored its cancellation"
