@@ -1,4 +1,5 @@
-"""Provides the ASGI application: HTTP (Django and the SSE stream) and WebSocket."""
+"""Provides the ASGI application: HTTP (Django, the SSE stream and the publish fast path) and
+WebSocket."""
 
 import os
 
@@ -14,14 +15,20 @@ from django.urls import re_path  # noqa: E402
 from eventhub import gctuning, redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
 from streams import runtime  # noqa: E402
-from streams.routing import sse_urlpatterns, websocket_urlpatterns  # noqa: E402
+from streams.routing import (  # noqa: E402
+    ingest_urlpatterns,
+    sse_urlpatterns,
+    websocket_urlpatterns,
+)
 
 redaction.install()
 runtime.install_shutdown_hook()
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*sse_urlpatterns, re_path(r"", django_asgi_app)]),
+        "http": URLRouter(
+            [*sse_urlpatterns, *ingest_urlpatterns(django_asgi_app), re_path(r"", django_asgi_app)]
+        ),
         "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -131,6 +132,16 @@ class EventInputSerializer(serializers.Serializer):
         return services.EventInput(topic=attrs["topic"], type=attrs["type"], data_json=encoded)
 
 
+@extend_schema_serializer(component_name="EventBatchInput")
+class EventBatchInputSerializer(serializers.Serializer):
+    events = serializers.ListField(child=EventInputSerializer(), allow_empty=False)
+
+    def validate_events(self, value):
+        if len(value) > settings.EVENTHUB_MAX_BATCH:
+            raise ValidationError(f"At most {settings.EVENTHUB_MAX_BATCH} events per batch.")
+        return value
+
+
 class EventOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     seq = serializers.IntegerField()
@@ -149,26 +160,61 @@ def _accepted(envelope: Envelope) -> dict:
     }
 
 
-def _publish(request, events: list[services.EventInput]) -> list[Envelope]:
-    principal = request.auth
-    try:
-        return services.event_publish(
-            tenant_id=principal.tenant_id, events=events, rate=principal.publish_rate
-        )
-    except RateLimited as limited:
-        raise Throttled(
-            wait=limited.wait, detail="Publish rate limit exceeded for this tenant."
-        ) from None
+async def events_publish(
+    *, principal, data, raw_body: bytes, path: str, idempotency_key: str | None, batch: bool
+) -> dict:
+    """The publish operation of `/api/v1/events` (one event) and `/batch`, for the DRF views and
+    the ingest path alike: validates `data` (parsed from `raw_body`), sequences and fans out,
+    once per Idempotency-Key. Returns the 202 body; raises APIException (and HubUnavailable)."""
 
+    async def produce() -> dict:
+        if batch:
+            raw = data.get("events") if isinstance(data, dict) else None
+            if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
+                # Refuse an oversized batch before validating each of its events.
+                raise ValidationError(
+                    {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
+                )
+            serializer = EventBatchInputSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            events = serializer.validated_data["events"]
+        else:
+            serializer = EventInputSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            events = [serializer.validated_data]
+        try:
+            envelopes = await services.aevent_publish(
+                tenant_id=principal.tenant_id, events=events, rate=principal.publish_rate
+            )
+        except RateLimited as limited:
+            raise Throttled(
+                wait=limited.wait, detail="Publish rate limit exceeded for this tenant."
+            ) from None
+        if batch:
+            return {"events": [_accepted(e) for e in envelopes]}
+        return _accepted(envelopes[0])
 
-def _idempotent(request, produce) -> tuple[dict, bool]:
-    return idempotent(
-        tenant_id=request.auth.tenant_id,
-        key=request.headers.get("Idempotency-Key"),
-        path=request.path,
-        body=request.body,
+    body, _ = await idempotent(
+        tenant_id=principal.tenant_id,
+        key=idempotency_key,
+        path=path,
+        body=raw_body,
         produce=produce,
     )
+    return body
+
+
+def _publish_view(request, *, batch: bool) -> Response:
+    raw_body = request.body  # first: Django keeps it, and DRF parses its copy
+    body = async_to_sync(events_publish)(
+        principal=request.auth,
+        data=request.data,
+        raw_body=raw_body,
+        path=request.path,
+        idempotency_key=request.headers.get("Idempotency-Key"),
+        batch=batch,
+    )
+    return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 class EventHistoryQuerySerializer(serializers.Serializer):
@@ -215,14 +261,7 @@ class EventsApi(APIView):
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def post(self, request):
-        def publish() -> dict:
-            serializer = EventInputSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            (envelope,) = _publish(request, [serializer.validated_data])
-            return _accepted(envelope)
-
-        body, _ = _idempotent(request, publish)
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        return _publish_view(request, batch=False)
 
     @extend_schema(
         operation_id="event_history",
@@ -264,18 +303,9 @@ class EventBatchPublishApi(APIView):
 
     required_scope = "publish"
 
-    @extend_schema_serializer(component_name="EventBatchInput")
-    class InputSerializer(serializers.Serializer):
-        events = serializers.ListField(child=EventInputSerializer(), allow_empty=False)
-
-        def validate_events(self, value):
-            if len(value) > settings.EVENTHUB_MAX_BATCH:
-                raise ValidationError(f"At most {settings.EVENTHUB_MAX_BATCH} events per batch.")
-            return value
-
     @extend_schema(
         operation_id="event_publish_batch",
-        request=InputSerializer,
+        request=EventBatchInputSerializer,
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
         responses={
             202: inline_serializer(
@@ -285,20 +315,7 @@ class EventBatchPublishApi(APIView):
         },
     )
     def post(self, request):
-        def publish() -> dict:
-            raw = request.data.get("events") if isinstance(request.data, dict) else None
-            if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
-                # Refuse an oversized batch before validating each of its events.
-                raise ValidationError(
-                    {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
-                )
-            serializer = self.InputSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            envelopes = _publish(request, serializer.validated_data["events"])
-            return {"events": [_accepted(e) for e in envelopes]}
-
-        body, _ = _idempotent(request, publish)
-        return Response(body, status=status.HTTP_202_ACCEPTED)
+        return _publish_view(request, batch=True)
 
 
 class TokenIssueApi(APIView):

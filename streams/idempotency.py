@@ -1,12 +1,12 @@
 """Provides idempotent publishing: a request retried with the same `Idempotency-Key` within
 24 hours gets the first response, and its events are delivered and logged once."""
 
+import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from asgiref.sync import async_to_sync
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 
@@ -31,8 +31,13 @@ def _slot(key: str, path: str) -> str:
     return hashlib.sha256(f"{path}\n{key}".encode()).hexdigest()
 
 
-def idempotent(
-    *, tenant_id: int, key: str | None, path: str, body: bytes, produce: Callable[[], dict]
+async def idempotent(
+    *,
+    tenant_id: int,
+    key: str | None,
+    path: str,
+    body: bytes,
+    produce: Callable[[], Awaitable[dict]],
 ) -> tuple[dict, bool]:
     """Runs `produce` once per (tenant, path, key); returns (response body, replayed).
 
@@ -40,15 +45,15 @@ def idempotent(
     a retry with another body is refused (422).
     """
     if key is None:
-        return produce(), False
+        return await produce(), False
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ValidationError({"Idempotency-Key": ["Must be 1 to 255 printable characters."]})
-    backend = runtime_backend()
+    backend = runtime.get_backend()
     slot = _slot(key, path)
     fingerprint = hashlib.sha256(body).hexdigest()
     deadline = time.monotonic() + WAIT_FOR_FIRST_SECONDS
     while True:
-        stored = async_to_sync(backend.idempotency_claim)(tenant_id, slot, fingerprint, TTL_SECONDS)
+        stored = await backend.idempotency_claim(tenant_id, slot, fingerprint, TTL_SECONDS)
         if stored is None:
             break  # this request owns the key
         stored_fingerprint, response = stored
@@ -58,21 +63,11 @@ def idempotent(
             return json.loads(response), True
         if time.monotonic() > deadline:
             raise IdempotencyConflict
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     try:
-        response = produce()
+        response = await produce()
     except BaseException:
-        async_to_sync(backend.idempotency_release)(tenant_id, slot)
+        await backend.idempotency_release(tenant_id, slot)
         raise
-    async_to_sync(backend.idempotency_save)(
-        tenant_id, slot, fingerprint, json.dumps(response), TTL_SECONDS
-    )
+    await backend.idempotency_save(tenant_id, slot, fingerprint, json.dumps(response), TTL_SECONDS)
     return response, False
-
-
-def runtime_backend():
-    return async_to_sync(_backend)()
-
-
-async def _backend():
-    return runtime.get_backend()

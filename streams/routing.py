@@ -4,9 +4,11 @@ from channels.auth import AuthMiddlewareStack
 from django.urls import path, re_path
 
 from eventhub.origins import OriginGuard
+from streams import apis
 from streams.consumers.not_found import NotFoundWebsocketConsumer
 from streams.consumers.sse import EventsSseConsumer
 from streams.consumers.websocket import EventsWebsocketConsumer
+from streams.ingest import PublishEndpoint
 
 websocket_urlpatterns = [
     path("ws/v1/events", EventsWebsocketConsumer.as_asgi()),
@@ -16,3 +18,16 @@ websocket_urlpatterns = [
 sse_urlpatterns = [
     path("sse/v1/events", OriginGuard(AuthMiddlewareStack(EventsSseConsumer.as_asgi())))
 ]
+
+
+def ingest_urlpatterns(django_app) -> list:
+    """The publish endpoints' fast path, ahead of Django, which answers what it does not take."""
+    return [
+        path(
+            "api/v1/events", PublishEndpoint(batch=False, view=apis.EventsApi, fallback=django_app)
+        ),
+        path(
+            "api/v1/events/batch",
+            PublishEndpoint(batch=True, view=apis.EventBatchPublishApi, fallback=django_app),
+        ),
+    ]

@@ -32,13 +32,14 @@ def event_publish(
     spent, HubUnavailable when the shared state (Redis) cannot be reached; then nothing was
     accepted.
     """
-    items = [(e.topic, e.type, e.data_json) for e in events]
-    return async_to_sync(_publish)(tenant_id, items, rate)
+    return async_to_sync(aevent_publish)(tenant_id=tenant_id, events=events, rate=rate)
 
 
-async def _publish(
-    tenant_id: int, items: list[tuple[str, str, str]], rate: int | None
+async def aevent_publish(
+    *, tenant_id: int, events: Sequence[EventInput], rate: int | None = None
 ) -> list[Envelope]:
+    """The async twin of event_publish, for the ingest path in the event loop."""
+    items = [(e.topic, e.type, e.data_json) for e in events]
     await runtime.get_hub().start()
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
 

@@ -20,6 +20,9 @@ def bearer_key(header: bytes) -> str | None:
         return ""
 
 
+AUTHENTICATE_HEADER = 'Bearer realm="api"'
+
+
 class KeyUser:
     """The request.user of a key-authenticated request: no Django user, only a principal."""
 
@@ -38,14 +41,28 @@ class ApiKeyAuthentication(BaseAuthentication):
         if raw_key is None:
             return None
         principal = selectors.api_key_principal(raw_key=raw_key) if raw_key else None
-        if principal is None:
-            raise exceptions.AuthenticationFailed("Unknown API key.")
-        if principal.revoked:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.")
-        if principal.expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        services.api_key_mark_used(key_id=principal.key_id)
-        return KeyUser(principal), principal
+        return KeyUser(principal_usable(principal)), principal
 
     def authenticate_header(self, request) -> str:
-        return 'Bearer realm="api"'
+        return AUTHENTICATE_HEADER
+
+
+async def abearer_principal(header: bytes) -> Principal:
+    """The async twin of ApiKeyAuthentication for a request that carries a Bearer header, for
+    the ingest path in the event loop; raises AuthenticationFailed as it does."""
+    raw_key = bearer_key(header)
+    principal = await selectors.aapi_key_principal(raw_key=raw_key) if raw_key else None
+    return principal_usable(principal)
+
+
+def principal_usable(principal: Principal | None) -> Principal:
+    """Returns the principal of a key that may be used now, noting its use; raises
+    AuthenticationFailed for an unknown, revoked or expired key."""
+    if principal is None:
+        raise exceptions.AuthenticationFailed("Unknown API key.")
+    if principal.revoked:
+        raise exceptions.AuthenticationFailed("This API key has been revoked.")
+    if principal.expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    services.api_key_mark_used(key_id=principal.key_id)
+    return principal

@@ -14,9 +14,13 @@ class HasApiKey(BasePermission):
         principal = request.auth
         if not isinstance(principal, Principal):
             raise exceptions.NotAuthenticated("An API key is required (Authorization: Bearer).")
-        if not principal.tenant_active:
-            raise exceptions.PermissionDenied("This tenant is suspended.")
-        scope = getattr(view, "required_scope", None)
-        if scope and scope not in principal.scopes:
-            raise exceptions.PermissionDenied(f"This API key lacks the '{scope}' scope.")
+        principal_permit(principal, getattr(view, "required_scope", None))
         return True
+
+
+def principal_permit(principal: Principal, scope: str | None) -> None:
+    """Raises PermissionDenied unless the key's tenant is active and the key holds `scope`."""
+    if not principal.tenant_active:
+        raise exceptions.PermissionDenied("This tenant is suspended.")
+    if scope and scope not in principal.scopes:
+        raise exceptions.PermissionDenied(f"This API key lacks the '{scope}' scope.")

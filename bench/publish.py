@@ -1,0 +1,114 @@
+"""Prints the cost of the publish path: latency of one POST and requests/s under concurrency.
+
+    .venv/bin/python bench/publish.py [--requests 1000] [--concurrency 1,8] [--batch 1]
+        [--idempotent]
+
+Starts one daphne with the embedded defaults (SQLite in a temporary directory), creates a tenant
+and a key, warms up, then for each concurrency level sends --requests POSTs to
+`/api/v1/events` (or `/batch` with --batch > 1) over kept-alive HTTP/1.1 connections and prints
+p50/p99 latency, requests/s and the server's CPU per request. No subscriber is connected: this
+is the ingest path alone. Loopback only; every loop is bounded in count and time.
+"""
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.processes import Process, base_env, manage
+
+
+def _proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def _level(url: str, key: str, n: int, concurrency: int, batch: int, idem: bool, pid: int):
+    path = "/api/v1/events/batch" if batch > 1 else "/api/v1/events"
+    one = {"topic": "bench", "type": "tick", "data": {"n": 1, "text": "x" * 100}}
+    body = {"events": [one] * batch} if batch > 1 else one
+    latencies: list[float] = []
+    failures = 0
+    queue = iter(range(n))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=10
+    ) as client:
+
+        async def sender() -> None:
+            nonlocal failures
+            for _ in queue:
+                headers = {"Idempotency-Key": uuid.uuid4().hex} if idem else {}
+                t0 = time.perf_counter()
+                response = await client.post(path, json=body, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code != 202:
+                    failures += 1
+
+        cpu0, t0 = _proc_cpu(pid), time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(concurrency))), 300)
+        wall, cpu = time.perf_counter() - t0, _proc_cpu(pid) - cpu0
+    return {
+        "concurrency": concurrency,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": _pct(latencies, 0.99) * 1000,
+        "req_s": n / wall,
+        "events_s": n * batch / wall,
+        "cpu_ms_per_req": cpu / n * 1000,
+        "failures": failures,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--idempotent", action="store_true", help="send an Idempotency-Key")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        env = base_env(
+            DATABASE_URL=f"sqlite:///{Path(workdir) / 'bench.sqlite3'}",
+            EVENTHUB_KEY_CACHE_SECONDS="2",
+        )
+        manage(env, "migrate", "--no-input")
+        manage(env, "create_tenant", "bench")
+        key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
+        web = Process("web", env, Path(workdir)).start()
+        try:
+            pid = web.proc.pid
+            asyncio.run(_level(web.url, key, 100, 4, args.batch, args.idempotent, pid))  # warm
+            print(
+                f"{'conc':>4} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'events/s':>9} "
+                f"{'CPU ms/req':>10} {'fail':>4}"
+            )
+            for level in (int(c) for c in args.concurrency.split(",")):
+                r = asyncio.run(
+                    _level(web.url, key, args.requests, level, args.batch, args.idempotent, pid)
+                )
+                print(
+                    f"{r['concurrency']:>4} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                    f"{r['req_s']:>7.0f} {r['events_s']:>9.0f} {r['cpu_ms_per_req']:>10.2f} "
+                    f"{r['failures']:>4}"
+                )
+        finally:
+            web.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Provides the ingest path: `POST /api/v1/events` and `/batch` answered in the event loop.
+
+Through Django's ASGI handler a publish crossed threads four times (the request's own thread for
+the view and each sync middleware, back to the loop for the hub, back again) and ran eight
+middleware that have nothing to say about a key-authenticated JSON request; that was about half
+of its cost (bench/publish.py). Here the same operation (`apis.events_publish`, also behind the
+DRF views), the same authentication, permission, parser and exception handler run without a
+thread hop, and the headers Django's middleware would add are added.
+
+Only the common case takes this path: a POST with a Bearer key, a JSON body and an allowed host
+on a deployment that leaves the HTTPS redirect to its proxy. Anything else (no key, another
+content type, a host Django must refuse) goes to Django, whose answer it is.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http.request import split_domain_port, validate_host
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
+from rest_framework.renderers import JSONRenderer
+
+from eventhub.exceptions import api_exception_handler
+from eventhub.parsers import StrictJSONParser
+from streams import apis
+from tenants.authentication import AUTHENTICATE_HEADER, abearer_principal
+from tenants.permissions import principal_permit
+
+logger = logging.getLogger(__name__)
+
+_renderer = JSONRenderer()
+_parser = StrictJSONParser()
+
+
+class _Body:
+    """The request body as the parser reads it: a stream with one read()."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def read(self) -> bytes:
+        return self.raw
+
+
+class PublishEndpoint:
+    """ASGI application of one publish endpoint; `fallback` (Django) answers what it does not
+    take."""
+
+    def __init__(self, *, batch: bool, view, fallback) -> None:
+        self.batch = batch
+        self.fallback = fallback
+        # The view's Allow header, as DRF computes it once Django's View.setup has run.
+        instance = view()
+        if hasattr(instance, "get") and not hasattr(instance, "head"):
+            instance.head = instance.get
+        self.allow = ", ".join(instance.allowed_methods).encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        headers = dict(scope["headers"])  # daphne lower-cases header names
+        if len(headers) != len(scope["headers"]) or not _eligible(scope, headers):
+            # A repeated header is Django's to combine or refuse, as it would anyway.
+            await self.fallback(scope, receive, send)
+            return
+        try:
+            raw_body = await _read_body(headers, receive)
+        except _Disconnected:
+            return
+        try:
+            status, body = 202, await self._publish(scope, headers, raw_body)
+            extra = []
+        except Exception as exc:  # every failure becomes an answer
+            status, body, extra = _error(exc)
+        await self._respond(scope, send, status, body, extra)
+
+    async def _publish(self, scope, headers: dict, raw_body: bytes | None) -> dict:
+        principal = await abearer_principal(headers[b"authorization"])
+        principal_permit(principal, "publish")
+        if raw_body is None:
+            raise RequestDataTooBig
+        data = _parser.parse(_Body(raw_body))
+        key = headers.get(b"idempotency-key")
+        return await apis.events_publish(
+            principal=principal,
+            data=data,
+            raw_body=raw_body,
+            path=scope["path"],
+            idempotency_key=key.decode("latin-1") if key is not None else None,
+            batch=self.batch,
+        )
+
+    async def _respond(self, scope, send, status: int, body, extra: list) -> None:
+        content = _renderer.render(body)
+        response_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            (b"allow", self.allow),
+            *extra,
+            *_middleware_headers(scope),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived."""
+
+
+def _eligible(scope, headers: dict) -> bool:
+    if scope["method"] != "POST" or settings.SECURE_SSL_REDIRECT:
+        return False
+    authorization = headers.get(b"authorization", b"")
+    if authorization[:7].lower() != b"bearer ":
+        return False
+    media_type = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if media_type != b"application/json":
+        return False
+    if settings.USE_X_FORWARDED_HOST and b"x-forwarded-host" in headers:
+        return False
+    host = headers.get(b"host", b"").decode("latin-1")
+    domain, _ = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
+
+
+async def _read_body(headers: dict, receive) -> bytes | None:
+    """The whole body, or None when it is larger than Django would read (413)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        declared = int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        declared = 0
+    chunks, size, too_large = [], 0, limit is not None and declared > limit
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        if not too_large:
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if limit is not None and size > limit:
+                too_large, chunks = True, []
+            else:
+                chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return None if too_large else b"".join(chunks)
+
+
+def _error(exc: Exception) -> tuple[int, object, list]:
+    """The status, body and headers DRF's view and exception handler give for `exc`."""
+    if isinstance(exc, NotAuthenticated | AuthenticationFailed):
+        exc.auth_header = AUTHENTICATE_HEADER
+    response = api_exception_handler(exc, {})
+    if response is None:
+        logger.error("publish failed", exc_info=exc)
+        return 500, {"detail": "Internal server error."}, []
+    extra = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.items()
+        if name.lower() != "content-type"
+    ]
+    return response.status_code, response.data, extra
+
+
+def _middleware_headers(scope) -> list[tuple[bytes, bytes]]:
+    """The headers Django's SecurityMiddleware and XFrameOptionsMiddleware add to an answer."""
+    headers = []
+    if settings.SECURE_HSTS_SECONDS and _secure(scope):
+        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            value += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            value += "; preload"
+        headers.append((b"strict-transport-security", value.encode()))
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if settings.SECURE_REFERRER_POLICY:
+        policy = settings.SECURE_REFERRER_POLICY
+        if not isinstance(policy, str):
+            policy = ",".join(policy)
+        headers.append((b"referrer-policy", policy.encode()))
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers.append(
+            (b"cross-origin-opener-policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY.encode())
+        )
+    headers.append((b"x-frame-options", getattr(settings, "X_FRAME_OPTIONS", "DENY").encode()))
+    return headers
+
+
+def _secure(scope) -> bool:
+    if scope.get("scheme") == "https":
+        return True
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if not proxy:
+        return False
+    name, value = proxy
+    header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
+    for key, got in scope["headers"]:
+        if key == header:
+            return got.decode("latin-1").split(",", 1)[0].strip() == value
+    return False
+
+
+__all__ = ["PublishEndpoint"]
