@@ -333,8 +333,8 @@ class Hub:
                 logger.exception("heartbeat tick failed")
 
     async def _close_revoked(self) -> None:
-        """Closes connections whose key was revoked or expired, or whose tenant was suspended,
-        since they connected (4403; an SSE stream ends)."""
+        """Closes connections whose key was revoked, expired or lost its `subscribe` scope, or
+        whose tenant was suspended, since they connected (4403; an SSE stream ends)."""
         subs = [
             sub
             for tenant in self.tenants.values()
@@ -360,7 +360,8 @@ class Hub:
             if sub.tenant_id in bad_tenants:
                 await self.close(sub, 4403, "This tenant is suspended.")
             elif sub.key_id is not None and sub.key_id in bad_keys:
-                await self.close(sub, 4403, "The credential of this connection was revoked.")
+                reason = "The key of this connection was revoked, expired or lost 'subscribe'."
+                await self.close(sub, 4403, reason)
             elif sub.session is not None and _grant(sub) in forbidden:
                 await self.close(sub, 4403, "This session may no longer see this tenant.")
             elif sub.session is not None and _grant(sub) in ended:

@@ -155,14 +155,19 @@ def api_key_find(*, prefix_or_key: str) -> ApiKey | None:
 
 
 def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set[int], set[int]]:
-    """Of the given keys and tenants, returns (keys no longer usable, tenants suspended); one
-    query each, run every few seconds by each hub to close connections that lost their right."""
+    """Of the given keys and tenants, returns (keys no longer usable to subscribe: revoked,
+    expired or without the `subscribe` scope; tenants suspended); one query each, run every few
+    seconds by each hub to close connections that lost their right."""
     now = timezone.now()
-    usable = set(
-        ApiKey.objects.filter(pk__in=key_ids, revoked_at__isnull=True, tenant__is_active=True)
+    usable = {
+        pk
+        for pk, scopes in ApiKey.objects.filter(
+            pk__in=key_ids, revoked_at__isnull=True, tenant__is_active=True
+        )
         .exclude(expires_at__lte=now)
-        .values_list("pk", flat=True)
-    )
+        .values_list("pk", "scopes")
+        if "subscribe" in scopes
+    }
     active = set(
         Tenant.objects.filter(pk__in=tenant_ids, is_active=True).values_list("pk", flat=True)
     )

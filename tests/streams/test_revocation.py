@@ -103,6 +103,22 @@ async def test_revoking_a_key_closes_its_live_connections_and_no_others(issued, 
     await stream.close()
 
 
+async def test_removing_a_keys_subscribe_scope_closes_its_live_connections(issued, api_key):
+    async with asgi_client(issued.secret) as client:
+        token = (await client.post("/api/v1/tokens", json={"topics": ["*"]})).json()["token"]
+    by_key = await open_ws(issued.secret)
+    by_token = await open_ws(query=f"token={token}")
+    same_tenant = await open_ws(api_key)
+
+    # As the admin's change form saves it.
+    await ApiKey.objects.filter(pk=issued.api_key.pk).aupdate(scopes=["history", "publish"])
+
+    assert await asyncio.gather(closed_code(by_key), closed_code(by_token)) == [4403, 4403]
+    assert await still_receives(same_tenant, api_key)
+    for ws in (by_key, by_token, same_tenant):
+        await ws.disconnect()
+
+
 async def test_revocation_closes_connections_when_a_publish_came_first(issued):
     # The hub's loops start on first use; here that is inside a REST request, whose context
     # they must not keep (its thread is gone when they next read the database).
