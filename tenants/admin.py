@@ -70,9 +70,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     fields = ["tenant", "name", "scopes", "expires_at", *readonly_fields]
     actions = ["revoke"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # A key stays with the tenant it was issued for.
+        return [*self.readonly_fields, "tenant"] if obj is not None else self.readonly_fields
+
     def save_model(self, request, obj, form, change):
         if change:
-            super().save_model(request, obj, form, change)
+            services.api_key_update(
+                api_key=obj, name=obj.name, scopes=obj.scopes, expires_at=obj.expires_at
+            )
             return
         issued = services.api_key_issue(
             tenant=obj.tenant, name=obj.name, scopes=obj.scopes or SCOPES, expires_at=obj.expires_at

@@ -63,6 +63,22 @@ def api_key_issue(
     return IssuedKey(api_key=api_key, secret=raw_key)
 
 
+def api_key_update(
+    *, api_key: ApiKey, name: str, scopes: Iterable[str], expires_at: datetime | None
+) -> ApiKey:
+    """Changes what a key is called, may do and until when; takes effect in this process at
+    once (its key cache is emptied), in others within EVENTHUB_KEY_CACHE_SECONDS, and on live
+    connections of every process at their next credential check."""
+    scopes = sorted(set(scopes))
+    unknown = set(scopes) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    api_key.name, api_key.scopes, api_key.expires_at = name, scopes, expires_at
+    api_key.save(update_fields=["name", "scopes", "expires_at"])
+    selectors.api_key_cache_clear()
+    return api_key
+
+
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     with transaction.atomic():
         if api_key.revoked_at is None:

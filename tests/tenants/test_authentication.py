@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.utils import timezone
 
 from tenants.models import ApiKey
@@ -147,3 +147,22 @@ async def test_a_key_with_only_the_publish_scope_publishes(publish_only_key):
     async with asgi_client(publish_only_key) as client:
         response = await client.post("/api/v1/events", json=EVENT)
     assert response.status_code == 202
+
+
+async def publish(key: str):
+    async with asgi_client(key) as client:
+        return await client.post("/api/v1/events", json=EVENT)
+
+
+def test_a_scope_removed_in_the_admin_applies_to_publishing_at_once(admin_client, tenant):
+    issued = api_key_issue(tenant=tenant, name="app")
+    assert async_to_sync(publish)(issued.secret).status_code == 202  # and the key is cached
+
+    changed = admin_client.post(
+        f"/admin/tenants/apikey/{issued.api_key.pk}/change/",
+        {"name": "app", "scopes": ["subscribe", "history"], "expires_at_0": "", "expires_at_1": ""},
+    )
+
+    assert changed.status_code == 302, changed.content
+    assert ApiKey.objects.get(pk=issued.api_key.pk).scopes == ["history", "subscribe"]
+    assert_forbidden(async_to_sync(publish)(issued.secret), "publish")
