@@ -1,5 +1,6 @@
 """Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
 
+import io
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -17,6 +18,7 @@ from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from eventhub.parsers import StrictJSONParser, nested_deeper
 from streams import selectors, services
 from streams.backends import RateLimited
 from streams.envelope import Envelope, data_encode, event_id_parse
@@ -49,23 +51,6 @@ class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Event data too large."
     default_code = "too_large"
-
-
-def _depth(value, limit: int) -> bool:
-    """True when `value` nests containers deeper than `limit` (iterative: no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _unstorable_text(data, encoded: str) -> str | None:
@@ -116,7 +101,7 @@ class EventInputSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         data = attrs["data"]
-        if _depth(data, settings.EVENTHUB_MAX_DATA_DEPTH):
+        if nested_deeper(data, settings.EVENTHUB_MAX_DATA_DEPTH):
             raise ValidationError(
                 {"data": [f"Nested deeper than {settings.EVENTHUB_MAX_DATA_DEPTH}."]}
             )
@@ -206,9 +191,18 @@ async def events_publish(
 
 def _publish_view(request, *, batch: bool) -> Response:
     raw_body = request.body  # first: Django keeps it, and DRF parses its copy
+    data = request.data  # DRF's negotiation: 415 for another content type, 400 for bad JSON
+    meta = request.META
+    try:
+        declared = int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
+    except (TypeError, ValueError):
+        declared = 0
+    if raw_body and not declared:
+        # DRF reads no body without a Content-Length (a chunked upload): parse what came.
+        data = StrictJSONParser().parse(io.BytesIO(raw_body))
     body = async_to_sync(events_publish)(
         principal=request.auth,
-        data=request.data,
+        data=data,
         raw_body=raw_body,
         path=request.path,
         idempotency_key=request.headers.get("Idempotency-Key"),

@@ -12,6 +12,7 @@ on a deployment that leaves the HTTPS redirect to its proxy. Anything else (no k
 content type, a host Django must refuse) goes to Django, whose answer it is.
 """
 
+import asyncio
 import logging
 
 from django.conf import settings
@@ -77,16 +78,23 @@ class PublishEndpoint:
         principal_permit(principal, "publish")
         if raw_body is None:
             raise RequestDataTooBig
-        data = _parser.parse(_Body(raw_body))
+        data = _parser.parse(_Body(raw_body)) if raw_body else {}  # as DRF reads no body
         key = headers.get(b"idempotency-key")
-        return await apis.events_publish(
-            principal=principal,
-            data=data,
-            raw_body=raw_body,
-            path=scope["path"],
-            idempotency_key=key.decode("latin-1") if key is not None else None,
-            batch=self.batch,
+        publish = asyncio.ensure_future(
+            apis.events_publish(
+                principal=principal,
+                data=data,
+                raw_body=raw_body,
+                path=scope["path"],
+                idempotency_key=key.decode("latin-1") if key is not None else None,
+                batch=self.batch,
+            )
         )
+        # Once begun, a publish runs to its end, as it does in Django's thread: daphne cancels
+        # a request whose client left, and a publish cut between sequencing and its
+        # Idempotency-Key record would be published again by the client's retry.
+        publish.add_done_callback(_consume)
+        return await asyncio.shield(publish)
 
     async def _respond(self, scope, send, status: int, body, extra: list) -> None:
         content = _renderer.render(body)
@@ -101,6 +109,13 @@ class PublishEndpoint:
         await send({"type": "http.response.body", "body": content})
 
 
+def _consume(task: asyncio.Future) -> None:
+    """Marks a publish's outcome as seen: its request, when still there, has answered it; when
+    cancelled meanwhile, nobody is left to (and asyncio would log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Disconnected(Exception):
     """The client went away before its body arrived."""
 
@@ -108,6 +123,10 @@ class _Disconnected(Exception):
 def _eligible(scope, headers: dict) -> bool:
     if scope["method"] != "POST" or settings.SECURE_SSL_REDIRECT:
         return False
+    if b"format" in scope.get("query_string", b""):
+        return False  # DRF's ?format= override: Django's to answer
+    if not _accepts_json(headers.get(b"accept")):
+        return False  # DRF refuses it (406) before anything else
     authorization = headers.get(b"authorization", b"")
     if authorization[:7].lower() != b"bearer ":
         return False
@@ -122,6 +141,19 @@ def _eligible(scope, headers: dict) -> bool:
     if settings.DEBUG and not allowed:
         allowed = [".localhost", "127.0.0.1", "[::1]"]
     return bool(domain) and validate_host(domain, allowed)
+
+
+def _accepts_json(accept: bytes | None) -> bool:
+    """True when DRF would answer this Accept header in plain JSON, as the ingest path does."""
+    if accept is None:
+        return True
+    if b"indent" in accept:
+        return False  # DRF's JSONRenderer would indent
+    for media_range in accept.split(b","):
+        media_type = media_range.split(b";", 1)[0].strip().lower()
+        if media_type in (b"*/*", b"application/*", b"application/json"):
+            return True
+    return False
 
 
 async def _read_body(headers: dict, receive) -> bytes | None:
@@ -190,17 +222,16 @@ def _middleware_headers(scope) -> list[tuple[bytes, bytes]]:
 
 
 def _secure(scope) -> bool:
-    if scope.get("scheme") == "https":
-        return True
+    """As Django's `request.is_secure()`: the proxy's header when configured and sent, else the
+    connection's own scheme."""
     proxy = settings.SECURE_PROXY_SSL_HEADER
-    if not proxy:
-        return False
-    name, value = proxy
-    header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
-    for key, got in scope["headers"]:
-        if key == header:
-            return got.decode("latin-1").split(",", 1)[0].strip() == value
-    return False
+    if proxy:
+        name, value = proxy
+        header = name.removeprefix("HTTP_").lower().replace("_", "-").encode()
+        for key, got in scope["headers"]:
+            if key == header:
+                return got.decode("latin-1").split(",", 1)[0].strip() == value
+    return scope.get("scheme") == "https"
 
 
 __all__ = ["PublishEndpoint"]

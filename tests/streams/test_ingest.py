@@ -35,12 +35,14 @@ COMPARED_HEADERS = (
 ACCEPTED_FIELDS = {"id", "seq", "received_at"}  # differ between two publishes by nature
 
 
-async def send(app, key: str | None, path: str, content: bytes, **headers: str):
+async def send(
+    app, key: str | None, path: str, content, base_url: str = "http://testserver", **headers: str
+):
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     headers.setdefault("Content-Type", "application/json")
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
         return await client.post(path, content=content, headers=headers)
 
 
@@ -120,6 +122,12 @@ CASES = {
     "a body that is not JSON": ("good", EVENTS, b"topic=t", {"Content-Type": "text/plain"}),
     "a charset": ("good", EVENTS, ONE, {"Content-Type": "application/json; charset=utf-8"}),
     "HTTPS behind a proxy": ("good", EVENTS, ONE, {"X-Forwarded-Proto": "https"}),
+    "no body": ("good", EVENTS, b"", {}),
+    "no body to batch": ("good", BATCH, b"", {}),
+    "an Accept of HTML": ("good", EVENTS, ONE, {"Accept": "text/html"}),
+    "an Accept of HTML and an unknown key": ("unknown", EVENTS, ONE, {"Accept": "text/html"}),
+    "an Accept of anything": ("good", EVENTS, ONE, {"Accept": "text/html, */*;q=0.8"}),
+    "an Accept of indented JSON": ("good", EVENTS, ONE, {"Accept": "application/json; indent=4"}),
 }
 
 
@@ -204,3 +212,52 @@ async def test_what_the_ingest_path_does_not_take_goes_to_django(api_key, django
     assert history.status_code == 200
     assert bad_host.status_code == 400
     assert len(django_requests) == 4
+
+
+async def chunks(body: bytes):
+    """A body sent in pieces with no Content-Length (Transfer-Encoding: chunked)."""
+    for start in range(0, len(body), 10):
+        yield body[start : start + 10]
+
+
+async def test_a_chunked_body_is_published_on_both_paths(api_key):
+    fast = await send(application, api_key, EVENTS, chunks(ONE))
+    django = await send(django_asgi_app(), api_key, EVENTS, chunks(ONE))
+
+    assert fast.status_code == 202, fast.text
+    assert answer(fast) == answer(django)
+
+
+async def test_a_query_string_format_goes_to_django(api_key, django_requests):
+    fast = await send(application, api_key, EVENTS + "?format=json", ONE)
+    django = await send(django_asgi_app(), api_key, EVENTS + "?format=json", ONE)
+
+    assert len(django_requests) == 2
+    assert fast.status_code == django.status_code
+
+
+@pytest.mark.parametrize("forwarded", ["http", "https"])
+async def test_hsts_follows_the_proxys_word_over_the_connections_scheme(
+    api_key, settings, forwarded
+):
+    settings.SECURE_HSTS_SECONDS = 3600
+    url = "https://testserver"
+    proto = {"X-Forwarded-Proto": forwarded}
+
+    fast = await send(application, api_key, EVENTS, ONE, base_url=url, **proto)
+    django = await send(django_asgi_app(), api_key, EVENTS, ONE, base_url=url, **proto)
+
+    assert answer(fast) == answer(django)
+    assert ("strict-transport-security" in fast.headers) == (forwarded == "https")
+
+
+async def test_json_nested_near_the_recursion_limit_is_a_400_at_every_depth(api_key):
+    # Where parsing still succeeds but encoding again would not depends on how deep the stack
+    # already is; every depth around Python's recursion limit must get the same 400 either way.
+    for depth in range(850, 1010, 3):
+        content = b'{"topic": "t", "data": ' + b"[" * depth + b"]" * depth + b"}"
+        fast = await send(application, api_key, EVENTS, content)
+        django = await send(django_asgi_app(), api_key, EVENTS, content)
+
+        assert fast.status_code == 400, (depth, fast.text)
+        assert answer(fast) == answer(django), depth
