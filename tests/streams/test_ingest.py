@@ -1,6 +1,8 @@
 """The ingest path: publish requests answered ahead of Django give the answers Django's stack
 gives (status, body, headers), and take no detour through it."""
 
+import asyncio
+
 import httpx
 import pytest
 from asgiref.sync import sync_to_async
@@ -8,6 +10,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
 
 from eventhub.asgi import application
+from streams import runtime
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.factories import TenantFactory
@@ -261,3 +264,31 @@ async def test_json_nested_near_the_recursion_limit_is_a_400_at_every_depth(api_
 
         assert fast.status_code == 400, (depth, fast.text)
         assert answer(fast) == answer(django), depth
+
+
+async def test_a_publish_whose_request_is_cancelled_still_finishes_and_keeps_its_answer(
+    api_key, monkeypatch
+):
+    backend = runtime.get_backend()
+    sequenced, release = asyncio.Event(), asyncio.Event()
+    publish = backend.publish
+
+    async def slow_publish(*args, **kwargs):
+        envelopes = await publish(*args, **kwargs)
+        sequenced.set()
+        await release.wait()  # the event is out; its Idempotency-Key record is not yet written
+        return envelopes
+
+    monkeypatch.setattr(backend, "publish", slow_publish)
+    first = asyncio.create_task(send(application, api_key, EVENTS, ONE, **{"Idempotency-Key": "c"}))
+    await asyncio.wait_for(sequenced.wait(), 5)
+    first.cancel()  # as daphne does to a request whose client left
+    release.set()
+    monkeypatch.setattr(backend, "publish", publish)
+
+    retry = await send(application, api_key, EVENTS, ONE, **{"Idempotency-Key": "c"})
+
+    assert retry.status_code == 202, retry.text
+    assert retry.json()["seq"] == 1  # the first publish's answer: not published twice
+    after = await send(application, api_key, EVENTS, ONE)
+    assert after.json()["seq"] == 2
