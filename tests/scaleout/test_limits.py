@@ -59,7 +59,6 @@ async def test_the_publish_rate_is_shared_by_every_process(hub):
         assert statuses[:RATE] == [202] * RATE, statuses
         # One bucket of RATE (plus what refilled meanwhile), not one per process (2 * RATE).
         assert statuses.count(202) <= RATE + int(elapsed * RATE), (statuses, elapsed)
-        assert statuses.count(202) < 2 * RATE, statuses
         refused = [(web, r) for web, r in responses if r.status_code == 429]
         assert {web.port for web, _ in refused} == {hub.web_a.port, hub.web_b.port}
         for _, response in refused:
