@@ -215,6 +215,14 @@ class HubServer:
         out = await asyncio.to_thread(self.manage, "shell", "-c", script)
         return out.strip().splitlines()[-1]
 
+    async def logout(self, session: str) -> None:
+        """Ends a dashboard session as a logout does: its row is deleted."""
+        script = (
+            "from django.contrib.sessions.models import Session; "
+            f"Session.objects.filter(session_key={session!r}).delete()"
+        )
+        await asyncio.to_thread(self.manage, "shell", "-c", script)
+
     # Process ---------------------------------------------------------------------------
 
     def start(self, within: float = START_WITHIN) -> "HubServer":

@@ -42,6 +42,26 @@ async def test_a_staff_session_subscribes_over_sse_from_the_same_origin(
     assert [e["id"] for e in await sse.events(1)] == [accepted["id"]]
 
 
+async def test_the_end_of_a_session_closes_its_websocket_with_a_reconnect_code(
+    hub, tenant, subscribers
+):
+    session = await hub.login(staff=True)
+    ws = await subscribers.ws(
+        hub, headers=cookie(session), origin=same_origin(hub), tenant=tenant.slug
+    )
+    await ws.welcome()
+
+    await hub.logout(session)
+
+    # 1012: a browser that logged in again reconnects with its new session (daphne itself can
+    # send no such code: the hub writes the close frame through its protocol).
+    assert await ws.closed(within=8) == 1012
+    refused = await subscribers.ws(
+        hub, headers=cookie(session), origin=same_origin(hub), tenant=tenant.slug
+    )
+    assert await refused.closed() == 4401
+
+
 async def test_a_websocket_without_origin_may_not_use_the_session_cookie(hub, tenant, subscribers):
     session = await hub.login(staff=True)
 
