@@ -8,12 +8,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventhub.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from eventhub import gctuning, redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
+from eventhub.sessions import SessionWhenCookie  # noqa: E402
 from streams import runtime  # noqa: E402
 from streams.routing import (  # noqa: E402
     ingest_urlpatterns,
@@ -29,7 +29,7 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [*sse_urlpatterns, *ingest_urlpatterns(django_asgi_app), re_path(r"", django_asgi_app)]
         ),
-        "websocket": OriginGuard(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": OriginGuard(SessionWhenCookie(URLRouter(websocket_urlpatterns))),
     }
 )
 

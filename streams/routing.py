@@ -1,9 +1,9 @@
 """Provides the ASGI routes of the subscriber transports."""
 
-from channels.auth import AuthMiddlewareStack
 from django.urls import path, re_path
 
 from eventhub.origins import OriginGuard
+from eventhub.sessions import SessionWhenCookie
 from streams import apis
 from streams.consumers.not_found import NotFoundWebsocketConsumer
 from streams.consumers.sse import EventsSseConsumer
@@ -16,7 +16,7 @@ websocket_urlpatterns = [
 ]
 # The WebSocket routes get the same middleware from eventhub.asgi, around their router.
 sse_urlpatterns = [
-    path("sse/v1/events", OriginGuard(AuthMiddlewareStack(EventsSseConsumer.as_asgi())))
+    path("sse/v1/events", OriginGuard(SessionWhenCookie(EventsSseConsumer.as_asgi())))
 ]
 
 

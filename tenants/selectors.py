@@ -113,14 +113,27 @@ async def aapi_key_principal(*, raw_key: str) -> Principal | None:
 
 
 def api_key_principal_by_id(*, key_id: int) -> Principal | None:
-    """Returns the current state of a key by id (used to check a token's issuing key)."""
+    """Returns the current state of a key by id (a token's issuing key, checked when a browser
+    subscribes with the token); read at most once per key per cache period, as by key."""
+    slot = f"id:{key_id}"
+    hit, principal = _cached(slot)
+    if hit:
+        return principal
     api_key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
-    return _principal_from(api_key) if api_key else None
+    principal = _principal_from(api_key) if api_key else None
+    _remember(slot, principal)
+    return principal
 
 
-# Consumers read through channels' database_sync_to_async: outside a request, only it hands a
-# connection back (to the pool, or closed when it broke) the way a request's end does.
-aapi_key_principal_by_id = database_sync_to_async(api_key_principal_by_id)
+async def aapi_key_principal_by_id(*, key_id: int) -> Principal | None:
+    """The async twin of api_key_principal_by_id: no thread hop while the key is cached (a
+    reconnecting crowd of browsers costs one query per key, not one per browser)."""
+    hit, principal = _cached(f"id:{key_id}")
+    if hit:
+        return principal
+    # Consumers read through channels' database_sync_to_async: outside a request, only it hands
+    # a connection back (to the pool, or closed when it broke) the way a request's end does.
+    return await database_sync_to_async(api_key_principal_by_id)(key_id=key_id)
 
 
 def tenant_list() -> QuerySet[Tenant]:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels import auth as channels_auth
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -112,6 +113,26 @@ async def test_a_staff_user_subscribes_to_a_tenant_with_the_session(
     assert event["data"] == "mine"
     assert await ws.receive_nothing(timeout=0.2)
     await ws.disconnect()
+
+
+async def test_only_a_request_with_a_cookie_looks_up_a_user(
+    staff_cookie, tenant, api_key, monkeypatch
+):
+    lookups = []
+    get_user = channels_auth.get_user
+
+    async def counted(scope):
+        lookups.append(scope["path"])
+        return await get_user(scope)
+
+    monkeypatch.setattr(channels_auth, "get_user", counted)
+
+    by_key = await welcomed(browser_ws(None, None, key=api_key))
+    by_session = await welcomed(browser_ws(staff_cookie, SAME_SITE, f"tenant={tenant.slug}"))
+
+    assert lookups == ["/ws/v1/events"]  # the session's; a key needs no user
+    await by_key.disconnect()
+    await by_session.disconnect()
 
 
 async def test_a_staff_user_may_subscribe_to_every_tenant(staff_cookie, other_tenant, other_key):

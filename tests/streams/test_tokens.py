@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from eventhub.asgi import application
 from streams import tokens
+from tenants import selectors
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
 from tests.streams import test_sse_consumer as sse
@@ -227,6 +228,24 @@ async def test_a_token_is_refused_once_its_issuing_key_is_revoked(issued):
     await sync_to_async(api_key_revoke)(api_key=issued.api_key)
     assert await ws_refused(token=token) == 4401
     assert await sse_refused(token=token) == 401
+
+
+async def test_a_crowd_subscribing_with_one_token_reads_its_key_once(issued, monkeypatch):
+    token = await issue(issued.secret, ["*"])
+    reads = []
+    read = selectors.api_key_principal_by_id
+    monkeypatch.setattr(
+        selectors, "api_key_principal_by_id", lambda **kw: reads.append(kw) or read(**kw)
+    )
+
+    crowd = [await ws_open(token=token) for _ in range(20)]
+    await sync_to_async(api_key_revoke)(api_key=issued.api_key)  # empties the key cache
+    refused = await ws_refused(token=token)
+
+    assert len(reads) == 2  # once for the crowd, once after the revocation
+    assert refused == 4401
+    for communicator in crowd:
+        await communicator.disconnect()
 
 
 async def test_a_token_is_refused_once_its_issuing_key_has_expired(tenant):
