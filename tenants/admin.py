@@ -24,6 +24,12 @@ class TenantAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
     actions = ["suspend", "resume"]
 
+    def save_model(self, request, obj, form, change):
+        if change:
+            services.tenant_update(tenant=obj)
+            return
+        super().save_model(request, obj, form, change)
+
     @admin.display(description="Live connections")
     def live_connections(self, tenant) -> str:
         connections = tenant_stats(tenant_id=tenant.pk)["connections"]

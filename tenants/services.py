@@ -33,10 +33,26 @@ def tenant_create(
     return tenant
 
 
+def _forget_cached_keys() -> None:
+    """Empties this process's key cache now and again when the surrounding transaction commits:
+    a request served in between (the admin saves inside a transaction) may have cached the row
+    as it was before."""
+    selectors.api_key_cache_clear()
+    transaction.on_commit(selectors.api_key_cache_clear)
+
+
 def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
     tenant.is_active = active
     tenant.save(update_fields=["is_active"])
-    selectors.api_key_cache_clear()
+    _forget_cached_keys()
+    return tenant
+
+
+def tenant_update(*, tenant: Tenant) -> Tenant:
+    """Saves a tenant as edited (in the admin): its active flag and limits, which the cached
+    principals of its keys carry, apply in this process at once."""
+    tenant.save()
+    _forget_cached_keys()
     return tenant
 
 
@@ -75,7 +91,7 @@ def api_key_update(
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
     api_key.name, api_key.scopes, api_key.expires_at = name, scopes, expires_at
     api_key.save(update_fields=["name", "scopes", "expires_at"])
-    selectors.api_key_cache_clear()
+    _forget_cached_keys()
     return api_key
 
 
@@ -84,7 +100,7 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])
-    selectors.api_key_cache_clear()
+    _forget_cached_keys()
     return api_key
 
 

@@ -16,6 +16,7 @@ from streams.subscriptions import Refusal, subscription_admit, subscription_star
 logger = logging.getLogger(__name__)
 
 SLOW_CONSUMER = 4008
+SLOW_CONSUMER_CLOSE_GRACE = 5.0  # seconds a closed slow consumer may take to read to the close
 
 
 class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
@@ -73,9 +74,10 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             if code == SLOW_CONSUMER and hasattr(protocol, "closeHandshakeTimeout"):
                 # The close frame queues behind everything the client left unread, and daphne
                 # drops the connection (and that queue) 1 s after closing: a client that reads
-                # on gets one heartbeat interval to reach the close frame and learn why.
+                # on gets a few seconds to reach the close frame and learn why. Not longer: the
+                # connection no longer counts against its tenant's limit, but its buffer does.
                 protocol.closeHandshakeTimeout = max(
-                    protocol.closeHandshakeTimeout, settings.EVENTHUB_HEARTBEAT_INTERVAL
+                    protocol.closeHandshakeTimeout, SLOW_CONSUMER_CLOSE_GRACE
                 )
             protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
             return

@@ -4,11 +4,14 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
 from django.utils import timezone
 
+from tenants import selectors
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
+from tests.streams import test_tokens as tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -168,3 +171,42 @@ def test_a_scope_removed_in_the_admin_applies_to_publishing_at_once(admin_client
     assert changed.status_code == 302, changed.content
     assert ApiKey.objects.get(pk=issued.api_key.pk).scopes == ["history", "subscribe"]
     assert_forbidden(async_to_sync(publish)(issued.secret), "publish")
+
+
+@pytest.mark.filterwarnings("ignore:No directory at")
+def test_the_key_cache_is_emptied_again_once_the_admins_change_is_committed(
+    admin_client, tenant, monkeypatch
+):
+    # A request served while the admin's transaction is open reads (and caches) the old row.
+    issued = api_key_issue(tenant=tenant, name="app")
+    in_transaction = []
+    clear = selectors.api_key_cache_clear
+    monkeypatch.setattr(
+        selectors,
+        "api_key_cache_clear",
+        lambda: in_transaction.append(connection.in_atomic_block) or clear(),
+    )
+
+    admin_client.post(
+        f"/admin/tenants/apikey/{issued.api_key.pk}/change/",
+        {"name": "app", "scopes": ["history"], "expires_at_0": "", "expires_at_1": ""},
+    )
+
+    assert in_transaction[-1] is False
+
+
+@pytest.mark.filterwarnings("ignore:No directory at")
+def test_a_tenant_suspended_in_its_change_form_is_refused_at_once(admin_client, tenant):
+    issued = api_key_issue(tenant=tenant, name="app")
+    token = async_to_sync(tokens.issue)(issued.secret, ["*"])
+    async_to_sync(tokens.ws_open)(token=token)  # the key is cached now, by id and by secret
+    assert async_to_sync(publish)(issued.secret).status_code == 202
+
+    changed = admin_client.post(  # "Is active" unticked
+        f"/admin/tenants/tenant/{tenant.pk}/change/",
+        {"slug": tenant.slug, "name": tenant.name, "max_connections": "", "publish_rate": ""},
+    )
+
+    assert changed.status_code == 302, changed.content
+    assert async_to_sync(tokens.ws_refused)(token=token) == 4403
+    assert_forbidden(async_to_sync(publish)(issued.secret), "suspended")
