@@ -52,9 +52,16 @@ _cache: dict[str, tuple[Principal | None, float]] = {}
 _lock = threading.Lock()
 
 
+# Counts the clears: a lookup that read the database before a clear must not store what it read
+# after it (it may be the row as it was before a revocation).
+_generation = 0
+
+
 def api_key_cache_clear() -> None:
     """Forgets every cached key; called by the services that revoke keys or suspend tenants."""
+    global _generation
     with _lock:
+        _generation += 1
         _cache.clear()
 
 
@@ -81,8 +88,11 @@ def _cached(digest: str) -> tuple[bool, Principal | None]:
     return False, None
 
 
-def _remember(digest: str, principal: Principal | None) -> None:
+def _remember(digest: str, principal: Principal | None, generation: int) -> None:
+    """Caches what a lookup read, unless the cache was cleared since it began (`generation`)."""
     with _lock:
+        if generation != _generation:
+            return
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
         _cache[digest] = (principal, time.monotonic() + settings.EVENTHUB_KEY_CACHE_SECONDS)
@@ -98,9 +108,10 @@ def api_key_principal(*, raw_key: str) -> Principal | None:
     hit, principal = _cached(digest)
     if hit:
         return principal
+    generation = _generation
     api_key = ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).first()
     principal = _principal_from(api_key) if api_key else None
-    _remember(digest, principal)
+    _remember(digest, principal, generation)
     return principal
 
 
@@ -119,9 +130,10 @@ def api_key_principal_by_id(*, key_id: int) -> Principal | None:
     hit, principal = _cached(slot)
     if hit:
         return principal
+    generation = _generation
     api_key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
     principal = _principal_from(api_key) if api_key else None
-    _remember(slot, principal)
+    _remember(slot, principal, generation)
     return principal
 
 
