@@ -56,6 +56,15 @@ def tenant_update(*, tenant: Tenant) -> Tenant:
     return tenant
 
 
+def _scopes_checked(scopes: Iterable[str]) -> list[str]:
+    """The scopes as stored (sorted, once each); ValueError names any unknown one."""
+    checked = sorted(set(scopes))
+    unknown = set(checked) - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    return checked
+
+
 def api_key_issue(
     *,
     tenant: Tenant,
@@ -63,10 +72,7 @@ def api_key_issue(
     scopes: Iterable[str] = SCOPES,
     expires_at: datetime | None = None,
 ) -> IssuedKey:
-    scopes = sorted(set(scopes))
-    unknown = set(scopes) - set(SCOPES)
-    if unknown:
-        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    scopes = _scopes_checked(scopes)
     prefix, raw_key = key_generate()
     api_key = ApiKey.objects.create(
         tenant=tenant,
@@ -85,10 +91,7 @@ def api_key_update(
     """Changes what a key is called, may do and until when; takes effect in this process at
     once (its key cache is emptied), in others within EVENTHUB_KEY_CACHE_SECONDS, and on live
     connections of every process at their next credential check."""
-    scopes = sorted(set(scopes))
-    unknown = set(scopes) - set(SCOPES)
-    if unknown:
-        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    scopes = _scopes_checked(scopes)
     api_key.name, api_key.scopes, api_key.expires_at = name, scopes, expires_at
     api_key.save(update_fields=["name", "scopes", "expires_at"])
     _forget_cached_keys()
