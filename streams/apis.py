@@ -1,6 +1,7 @@
 """Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
 
 import io
+import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventhub.parsers import StrictJSONParser, nested_deeper
-from streams import selectors, services
+from streams import metrics, selectors, services
 from streams.backends import RateLimited
 from streams.envelope import Envelope, data_encode, event_id_parse
 from streams.idempotency import idempotent
@@ -241,7 +242,22 @@ def event_json(event) -> dict:
     }
 
 
-class EventsApi(APIView):
+class _CountedPublish:
+    """Counts the publish requests Django answers, as the ingest path counts its own."""
+
+    def initial(self, request, *args, **kwargs):
+        self._started = time.perf_counter()
+        super().initial(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if request.method == "POST":
+            started = getattr(self, "_started", None) or time.perf_counter()
+            metrics.count_publish_request(response.status_code, time.perf_counter() - started)
+        return response
+
+
+class EventsApi(_CountedPublish, APIView):
     """`/api/v1/events`: POST publishes one event (scope publish); GET reads the log (history)."""
 
     @property
@@ -292,7 +308,7 @@ class EventsApi(APIView):
         return Response({"results": [event_json(e) for e in events], "next": next_url})
 
 
-class EventBatchPublishApi(APIView):
+class EventBatchPublishApi(_CountedPublish, APIView):
     """`/api/v1/events/batch`: publishes several events, all or nothing, in order."""
 
     required_scope = "publish"

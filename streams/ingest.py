@@ -14,6 +14,7 @@ content type, a host Django must refuse) goes to Django, whose answer it is.
 
 import asyncio
 import logging
+import time
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -23,7 +24,7 @@ from rest_framework.renderers import JSONRenderer
 
 from eventhub.exceptions import api_exception_handler
 from eventhub.parsers import StrictJSONParser
-from streams import apis
+from streams import apis, metrics
 from tenants.authentication import AUTHENTICATE_HEADER, abearer_principal
 from tenants.permissions import principal_permit
 
@@ -62,6 +63,7 @@ class PublishEndpoint:
             # A repeated header is Django's to combine or refuse, as it would anyway.
             await self.fallback(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             raw_body = await _read_body(headers, receive)
         except _Disconnected:
@@ -72,6 +74,7 @@ class PublishEndpoint:
         except Exception as exc:  # every failure becomes an answer
             status, body, extra = _error(exc)
         await self._respond(scope, send, status, body, extra)
+        metrics.count_publish_request(status, time.perf_counter() - started)
 
     async def _publish(self, scope, headers: dict, raw_body: bytes | None) -> dict:
         principal = await abearer_principal(headers[b"authorization"])

@@ -33,6 +33,22 @@ CONNECTIONS_CLOSED = Counter(
 )
 
 
+PUBLISH_REQUESTS = Counter(
+    "eventhub_publish_requests", "Publish requests answered, by status code", ["status"]
+)
+PUBLISH_SECONDS = Histogram(
+    "eventhub_publish_duration_seconds",
+    "Time from a publish request's arrival to its answer",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+
+def count_publish_request(status: int, seconds: float) -> None:
+    """Called once per answered POST /api/v1/events or /batch, on either path."""
+    PUBLISH_REQUESTS.labels(str(status)).inc()
+    PUBLISH_SECONDS.observe(seconds)
+
+
 def count_accepted(tenant_id: int, n: int) -> None:
     tenant_counters[tenant_id].accepted += n
     EVENTS_ACCEPTED.inc(n)

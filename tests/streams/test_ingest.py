@@ -8,6 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.core.signals import request_started
+from prometheus_client import REGISTRY
 
 from eventhub.asgi import application
 from streams import runtime
@@ -292,3 +293,20 @@ async def test_a_publish_whose_request_is_cancelled_still_finishes_and_keeps_its
     assert retry.json()["seq"] == 1  # the first publish's answer: not published twice
     after = await send(application, api_key, EVENTS, ONE)
     assert after.json()["seq"] == 2
+
+
+async def test_publish_requests_are_counted_by_status_on_either_path(api_key):
+    def answered(status: str) -> float:
+        sample = {"status": status}
+        return REGISTRY.get_sample_value("eventhub_publish_requests_total", sample) or 0.0
+
+    before = {status: answered(status) for status in ("202", "401", "415")}
+
+    await send(application, api_key, EVENTS, ONE)
+    await send(django_asgi_app(), api_key, EVENTS, ONE)
+    await send(application, "ehk_00000000_" + "x" * 43, BATCH, ONE)
+    await send(application, api_key, EVENTS, b"topic=t", **{"Content-Type": "text/plain"})
+
+    counted = {status: answered(status) - before[status] for status in before}
+    assert counted == {"202": 2, "401": 1, "415": 1}
+    assert REGISTRY.get_sample_value("eventhub_publish_duration_seconds_count") >= 4
