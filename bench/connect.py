@@ -12,7 +12,6 @@ welcome and close). Loopback only; every loop is bounded in count and time.
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,13 +20,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import Process, base_env, manage
-
-
-def _proc_cpu(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks
+from bench.embedded import embedded_hub, proc_cpu
 
 
 async def _storm(ws_url: str, key: str, token: str | None, n: int, concurrency: int) -> float:
@@ -59,35 +52,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        env = base_env(
-            DATABASE_URL=f"sqlite:///{Path(workdir) / 'bench.sqlite3'}",
-            EVENTHUB_KEY_CACHE_SECONDS="2",
-        )
-        manage(env, "migrate", "--no-input")
-        manage(env, "create_tenant", "bench")
-        key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
-        web = Process("web", env, Path(workdir)).start()
-        try:
-            token = httpx.post(
-                f"{web.url}/api/v1/tokens",
-                json={"topics": ["*"]},
-                headers={"Authorization": f"Bearer {key}"},
-            ).json()["token"]
-            asyncio.run(_storm(web.ws_url, key, None, 50, 10))  # warm up
-            print(f"{'credential':>10} {'conn/s':>7} {'CPU ms/conn':>11}")
-            for name, credential in (("key", None), ("token", token)):
-                for _ in range(args.runs):
-                    cpu0 = _proc_cpu(web.proc.pid)
-                    wall = asyncio.run(
-                        _storm(web.ws_url, key, credential, args.connections, args.concurrency)
-                    )
-                    cpu = _proc_cpu(web.proc.pid) - cpu0
-                    per_conn = cpu / args.connections * 1000
-                    print(f"{name:>10} {args.connections / wall:>7.0f} {per_conn:>11.2f}")
-                    time.sleep(1)  # closes settle before the next run
-        finally:
-            web.stop()
+    with embedded_hub() as (web, key):
+        token = httpx.post(
+            f"{web.url}/api/v1/tokens",
+            json={"topics": ["*"]},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["token"]
+        asyncio.run(_storm(web.ws_url, key, None, 50, 10))  # warm up
+        print(f"{'credential':>10} {'conn/s':>7} {'CPU ms/conn':>11}")
+        for name, credential in (("key", None), ("token", token)):
+            for _ in range(args.runs):
+                cpu0 = proc_cpu(web.proc.pid)
+                wall = asyncio.run(
+                    _storm(web.ws_url, key, credential, args.connections, args.concurrency)
+                )
+                cpu = proc_cpu(web.proc.pid) - cpu0
+                per_conn = cpu / args.connections * 1000
+                print(f"{name:>10} {args.connections / wall:>7.0f} {per_conn:>11.2f}")
+                time.sleep(1)  # closes settle before the next run
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.embedded import proc_cpu  # noqa: E402
+
 HOST = "127.0.0.1"
 APP = "eventhub.asgi:application"
 
@@ -259,15 +263,6 @@ def _manage(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def _proc_cpu(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _stop(proc: subprocess.Popen, wait: float = 15.0) -> None:
     if proc.poll() is not None:
         return
@@ -398,7 +393,7 @@ def _run_mode(
 
     stats0 = client.get("/api/v1/stats").json()
     bsum0, bcount0 = _broadcast_metrics(observe)
-    cpu0 = _proc_cpu(server_pid)
+    cpu0 = proc_cpu(server_pid)
     wall0 = time.time()
 
     publish_budget = args.events / rate * 2 + 30 if rate else 60
@@ -408,7 +403,7 @@ def _run_mode(
         conn.send({"cmd": "collect", "deadline": drain_deadline})
     parts = [_recv(conn, drain_deadline + 30, "collect") for _, conn in workers]
 
-    cpu1 = _proc_cpu(server_pid)
+    cpu1 = proc_cpu(server_pid)
     wall1 = time.time()
     bsum1, bcount1 = _broadcast_metrics(observe)
     stats1 = client.get("/api/v1/stats").json()

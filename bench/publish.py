@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -23,13 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.processes import Process, base_env, manage
-
-
-def _proc_cpu(pid: int) -> float:
-    """User+system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks
+from bench.embedded import embedded_hub, proc_cpu
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -60,9 +53,9 @@ async def _level(url: str, key: str, n: int, concurrency: int, batch: int, idem:
                 if response.status_code != 202:
                     failures += 1
 
-        cpu0, t0 = _proc_cpu(pid), time.perf_counter()
+        cpu0, t0 = proc_cpu(pid), time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(concurrency))), 300)
-        wall, cpu = time.perf_counter() - t0, _proc_cpu(pid) - cpu0
+        wall, cpu = time.perf_counter() - t0, proc_cpu(pid) - cpu0
     return {
         "concurrency": concurrency,
         "p50_ms": statistics.median(latencies) * 1000,
@@ -81,33 +74,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--idempotent", action="store_true", help="send an Idempotency-Key")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as workdir:
-        env = base_env(
-            DATABASE_URL=f"sqlite:///{Path(workdir) / 'bench.sqlite3'}",
-            EVENTHUB_KEY_CACHE_SECONDS="2",
+    with embedded_hub() as (web, key):
+        pid = web.proc.pid
+        asyncio.run(_level(web.url, key, 100, 4, args.batch, args.idempotent, pid))  # warm
+        print(
+            f"{'conc':>4} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'events/s':>9} "
+            f"{'CPU ms/req':>10} {'fail':>4}"
         )
-        manage(env, "migrate", "--no-input")
-        manage(env, "create_tenant", "bench")
-        key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
-        web = Process("web", env, Path(workdir)).start()
-        try:
-            pid = web.proc.pid
-            asyncio.run(_level(web.url, key, 100, 4, args.batch, args.idempotent, pid))  # warm
-            print(
-                f"{'conc':>4} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'events/s':>9} "
-                f"{'CPU ms/req':>10} {'fail':>4}"
+        for level in (int(c) for c in args.concurrency.split(",")):
+            r = asyncio.run(
+                _level(web.url, key, args.requests, level, args.batch, args.idempotent, pid)
             )
-            for level in (int(c) for c in args.concurrency.split(",")):
-                r = asyncio.run(
-                    _level(web.url, key, args.requests, level, args.batch, args.idempotent, pid)
-                )
-                print(
-                    f"{r['concurrency']:>4} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                    f"{r['req_s']:>7.0f} {r['events_s']:>9.0f} {r['cpu_ms_per_req']:>10.2f} "
-                    f"{r['failures']:>4}"
-                )
-        finally:
-            web.stop()
+            print(
+                f"{r['concurrency']:>4} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                f"{r['req_s']:>7.0f} {r['events_s']:>9.0f} {r['cpu_ms_per_req']:>10.2f} "
+                f"{r['failures']:>4}"
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ content type, a host Django must refuse) goes to Django, whose answer it is.
 """
 
 import asyncio
+import io
 import logging
 import time
 
@@ -32,16 +33,6 @@ logger = logging.getLogger(__name__)
 
 _renderer = JSONRenderer()
 _parser = StrictJSONParser()
-
-
-class _Body:
-    """The request body as the parser reads it: a stream with one read()."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def read(self) -> bytes:
-        return self.raw
 
 
 class PublishEndpoint:
@@ -81,7 +72,7 @@ class PublishEndpoint:
         principal_permit(principal, "publish")
         if raw_body is None:
             raise RequestDataTooBig
-        data = _parser.parse(_Body(raw_body)) if raw_body else {}  # as DRF reads no body
+        data = _parser.parse(io.BytesIO(raw_body)) if raw_body else {}  # as DRF reads no body
         key = headers.get(b"idempotency-key")
         publish = asyncio.ensure_future(
             apis.events_publish(

@@ -1,0 +1,38 @@
+"""Provides what the benchmarks share: a hub on the embedded defaults with a tenant and a key,
+and the CPU time a process has used."""
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.processes import Process, base_env, manage
+
+
+def proc_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc); NaN once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def embedded_hub() -> Iterator[tuple[Process, str]]:
+    """One daphne on SQLite in a temporary directory, and a key of its tenant `bench`; stopped
+    (SIGTERM) on exit. Keys are cached as in production (2 s)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        env = base_env(
+            DATABASE_URL=f"sqlite:///{Path(workdir) / 'bench.sqlite3'}",
+            EVENTHUB_KEY_CACHE_SECONDS="2",
+        )
+        manage(env, "migrate", "--no-input")
+        manage(env, "create_tenant", "bench")
+        key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
+        web = Process("web", env, Path(workdir)).start()
+        try:
+            yield web, key
+        finally:
+            web.stop()
