@@ -20,7 +20,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.embedded import embedded_hub, proc_cpu
+from bench.embedded import embedded_hub, peak_rss_mb, proc_cpu
 
 
 async def _storm(ws_url: str, key: str, token: str | None, n: int, concurrency: int) -> float:
@@ -70,6 +70,7 @@ def main() -> None:
                 per_conn = cpu / args.connections * 1000
                 print(f"{name:>10} {args.connections / wall:>7.0f} {per_conn:>11.2f}")
                 time.sleep(1)  # closes settle before the next run
+        print(f"server peak RSS: {peak_rss_mb(web.proc.pid):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Provides what the benchmarks share: a hub on the embedded defaults with a tenant and a key,
-and the CPU time a process has used."""
+and the CPU time and peak memory of a process."""
 
 import contextlib
 import os
@@ -17,6 +17,16 @@ def proc_cpu(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory a process has had, in MB (Linux /proc VmHWM); NaN once gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.embedded import embedded_hub, proc_cpu
+from bench.embedded import embedded_hub, peak_rss_mb, proc_cpu
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -90,6 +90,7 @@ def main() -> None:
                 f"{r['req_s']:>7.0f} {r['events_s']:>9.0f} {r['cpu_ms_per_req']:>10.2f} "
                 f"{r['failures']:>4}"
             )
+        print(f"server peak RSS: {peak_rss_mb(pid):.0f} MB")
 
 
 if __name__ == "__main__":
