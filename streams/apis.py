@@ -25,7 +25,7 @@ from streams.backends import RateLimited
 from streams.envelope import Envelope, data_encode, event_id_parse
 from streams.idempotency import idempotent
 from streams.tokens import token_sign
-from streams.topics import PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
+from streams.topics import MAX_PATTERNS, PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -339,7 +339,7 @@ class TokenIssueApi(APIView):
             child=serializers.RegexField(PATTERN_RE, max_length=201),
             default=["*"],
             allow_empty=False,
-            max_length=50,
+            max_length=MAX_PATTERNS,
         )
         ttl = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 TOPIC_RE = re.compile(r"\A[A-Za-z0-9_.:/-]{1,200}\Z")
 PATTERN_RE = re.compile(r"\A(?:\*|[A-Za-z0-9_.:/-]{1,200}\*?)\Z")
 TYPE_RE = re.compile(r"\A[A-Za-z0-9_.:/-]{1,100}\Z")
-MAX_PATTERNS = 50
+# Per subscription and per token (contract v2): bounds the index work one connection adds.
+MAX_PATTERNS = 100
 
 
 def topic_valid(topic: object) -> bool:

@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 
 from eventhub.asgi import application
+from streams.topics import MAX_PATTERNS
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
 from tests.factories import TenantFactory
@@ -290,10 +291,20 @@ async def test_it_refuses_topics_outside_the_token_with_403(api_key):
         ({"last_event_id": "nope"}, ()),
         ({}, [("Last-Event-ID", "nope")]),
         ({"last_event_id": "1-abc"}, [("Last-Event-ID", "12")]),
+        ({"topics": ",".join(f"t{i}" for i in range(MAX_PATTERNS + 1))}, ()),
     ],
 )
 async def test_it_refuses_a_malformed_request_with_400(api_key, params, headers):
     assert_refused(await refusal(api_key, headers, **params), 400)
+
+
+async def test_a_subscription_of_100_patterns_opens_the_stream(api_key):
+    assert MAX_PATTERNS == 100
+    stream, _ = await connect(api_key, topics=",".join(f"t{i}" for i in range(MAX_PATTERNS)))
+    await publish(api_key, "t99", "last")
+    (event,) = await stream.events(1)
+    assert json.loads(event["data"])["data"] == "last"
+    await stream.close()
 
 
 @pytest.fixture

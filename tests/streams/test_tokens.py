@@ -290,6 +290,17 @@ async def test_a_malformed_grant_is_a_bad_request(api_key, topics):
     assert response.status_code == 400, response.content
 
 
+async def test_a_token_grants_at_most_100_patterns(api_key):
+    patterns = [f"t{i}.*" for i in range(100)]
+    token = await issue(api_key, patterns)
+    communicator = await ws_open(token=token, topics=",".join(patterns))
+    await communicator.disconnect()
+    async with asgi_client(api_key) as client:
+        response = await client.post("/api/v1/tokens", json={"topics": [*patterns, "one.more"]})
+    assert response.status_code == 400, response.content
+    assert "topics" in response.json()
+
+
 async def test_a_key_without_the_subscribe_scope_cannot_issue_tokens(tenant):
     for scopes in (["publish"], ["history"], ["publish", "history"]):
         key = (await sync_to_async(api_key_issue)(tenant=tenant, scopes=scopes)).secret

@@ -6,6 +6,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from eventhub.asgi import application
+from streams.topics import MAX_PATTERNS
 from tests.conftest import asgi_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,7 +71,12 @@ async def test_it_answers_a_client_ping_with_pong(api_key):
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [("topics=bad%20topic", 4400), ("last_event_id=nope", 4400), ("topics=a,,b", 4400)],
+    [
+        ("topics=bad%20topic", 4400),
+        ("last_event_id=nope", 4400),
+        ("topics=a,,b", 4400),
+        ("topics=" + ",".join(f"t{i}" for i in range(MAX_PATTERNS + 1)), 4400),
+    ],
 )
 async def test_it_closes_bad_requests_with_4400(api_key, query, code):
     ws = connect(api_key, query)
@@ -81,6 +87,19 @@ async def test_it_closes_bad_requests_with_4400(api_key, query, code):
     assert error["code"] == code
     closed = await ws.receive_output(timeout=2)
     assert closed == {"type": "websocket.close", "code": code, "reason": error["detail"]}
+
+
+async def test_a_subscription_of_100_patterns_is_welcomed_and_matches_each(api_key):
+    assert MAX_PATTERNS == 100
+    ws = connect(api_key, "topics=" + ",".join(f"t{i}.*" for i in range(MAX_PATTERNS)))
+    await ws.connect()
+    assert (await ws.receive_json_from(timeout=2))["type"] == "welcome"
+    await publish(api_key, "t99.x", "last")
+    await publish(api_key, "t100.x", "not subscribed")
+    await publish(api_key, "t0.x", "first")
+    got = [(await ws.receive_json_from(timeout=2))["data"] for _ in range(2)]
+    assert got == ["last", "first"]
+    await ws.disconnect()
 
 
 async def test_it_closes_unauthenticated_clients_with_4401():
