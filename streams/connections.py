@@ -208,6 +208,7 @@ class TenantHub:
         "epoch",
         "exact",
         "last_seq",
+        "prefix_lengths",
         "prefixes",
         "retired_epochs",
         "subscribers",
@@ -219,6 +220,9 @@ class TenantHub:
         self.wildcard: set[Subscriber] = set()
         self.exact: dict[str, set[Subscriber]] = {}
         self.prefixes: dict[str, set[Subscriber]] = {}
+        # How many distinct prefixes of each length `prefixes` holds: an event looks up only
+        # its topic's own prefixes of those lengths, never every prefix of the tenant.
+        self.prefix_lengths: dict[int, int] = {}
         self.by_transport = {"websocket": 0, "sse": 0}
         # The last seq this process delivered, and its epoch; None until the tenant's current
         # seq is known, while arriving events wait in `early`.
@@ -235,7 +239,13 @@ class TenantHub:
             if pattern == "*":
                 self.wildcard.add(sub)
             elif pattern.endswith("*"):
-                self.prefixes.setdefault(pattern[:-1], set()).add(sub)
+                prefix = pattern[:-1]
+                members = self.prefixes.get(prefix)
+                if members is None:
+                    members = self.prefixes[prefix] = set()
+                    length = len(prefix)
+                    self.prefix_lengths[length] = self.prefix_lengths.get(length, 0) + 1
+                members.add(sub)
             else:
                 self.exact.setdefault(pattern, set()).add(sub)
 
@@ -256,7 +266,16 @@ class TenantHub:
                 members.discard(sub)
                 if not members:
                     del index[key]
+                    if index is self.prefixes:
+                        self._forget_prefix_length(len(key))
         return True
+
+    def _forget_prefix_length(self, length: int) -> None:
+        left = self.prefix_lengths[length] - 1
+        if left:
+            self.prefix_lengths[length] = left
+        else:
+            del self.prefix_lengths[length]
 
     def recipients(self, topic: str) -> Iterable[Subscriber]:
         if not self.exact and not self.prefixes:
@@ -265,7 +284,15 @@ class TenantHub:
         members = self.exact.get(topic)
         if members:
             found |= members
-        for prefix, members in self.prefixes.items():
-            if topic.startswith(prefix):
-                found |= members
+        if self.prefixes:
+            size = len(topic)
+            lengths = self.prefix_lengths
+            # O(min(len(topic), distinct lengths)) lookups, however many prefixes there are.
+            candidates = lengths if len(lengths) < size else range(1, size + 1)
+            prefixes = self.prefixes
+            for length in candidates:
+                if length <= size:
+                    members = prefixes.get(topic[:length])
+                    if members:
+                        found |= members
         return found

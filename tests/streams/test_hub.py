@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 from channels.layers import InMemoryChannelLayer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.hub import ConnectionLimitReached, Hub, Subscriber, TenantHub
+from streams.topics import pattern_matches
 
 TENANT = 1
 EPOCH = "abc123"
@@ -179,6 +182,81 @@ def test_a_removed_subscriber_is_no_longer_a_recipient():
     assert set(tenant.recipients("billing")) == set()
     assert tenant.remove(leaving.sub) is False
     assert tenant.by_transport == {"websocket": 1, "sse": 0}
+
+
+class CountingIndex(dict):
+    """A prefix index that counts lookups and refuses to be scanned."""
+
+    lookups = 0
+
+    def get(self, key, default=None):
+        self.lookups += 1
+        return super().get(key, default)
+
+    def __iter__(self):
+        raise AssertionError("the prefix index was scanned")
+
+    def items(self):
+        raise AssertionError("the prefix index was scanned")
+
+
+def test_finding_recipients_among_many_prefixes_looks_up_only_the_topics_own_prefixes():
+    tenant = TenantHub()
+    crowd = [Client(f"room{i}.*", f"room{i}.members.*") for i in range(5000)]
+    nested = Client("a*", "a.b*", "a.b.c*")
+    for client in (*crowd, nested):
+        tenant.add(client.sub)
+    tenant.prefixes = CountingIndex(tenant.prefixes)
+
+    assert set(tenant.recipients("room42.members.joined")) == {crowd[42].sub}
+    assert set(tenant.recipients("room4")) == set()
+    assert set(tenant.recipients("a.b.c.d")) == {nested.sub}
+    assert set(tenant.recipients("a.x")) == {nested.sub}
+    topics_length = len("room42.members.joined") + len("room4") + len("a.b.c.d") + len("a.x")
+    assert tenant.prefixes.lookups <= topics_length
+
+
+def test_removing_every_subscriber_leaves_nothing_in_the_index():
+    tenant = TenantHub()
+    clients = [Client(f"p{i}.*", f"x{i % 7}*", f"exact{i}", "*") for i in range(300)]
+    for client in clients:
+        tenant.add(client.sub)
+    for client in clients[:-1]:
+        tenant.remove(client.sub)
+    assert set(tenant.recipients("x1.y")) == {clients[-1].sub}
+    tenant.remove(clients[-1].sub)
+    assert (tenant.subscribers, tenant.wildcard) == (set(), set())
+    assert (tenant.exact, tenant.prefixes, tenant.prefix_lengths) == ({}, {}, {})
+
+
+topic_text = st.text(alphabet="ab.", min_size=1, max_size=6)
+pattern_lists = st.lists(
+    st.one_of(st.just("*"), topic_text, topic_text.map(lambda t: t + "*")),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(
+    subscriptions=st.lists(pattern_lists, min_size=1, max_size=12),
+    leaving=st.sets(st.integers(min_value=0, max_value=11)),
+    topic=topic_text,
+)
+def test_recipients_are_exactly_the_subscribers_with_a_matching_pattern(
+    subscriptions, leaving, topic
+):
+    tenant = TenantHub()
+    clients = [Client(*dict.fromkeys(patterns)) for patterns in subscriptions]
+    for client in clients:
+        tenant.add(client.sub)
+    for i in leaving & set(range(len(clients))):
+        tenant.remove(clients[i].sub)
+    expected = {
+        c.sub
+        for c in clients
+        if c.sub in tenant.subscribers and any(pattern_matches(p, topic) for p in c.sub.patterns)
+    }
+    assert set(tenant.recipients(topic)) == expected
 
 
 # Hub: delivery ------------------------------------------------------------------------------
