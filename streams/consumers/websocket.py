@@ -17,6 +17,52 @@ logger = logging.getLogger(__name__)
 
 SLOW_CONSUMER = 4008
 SLOW_CONSUMER_CLOSE_GRACE = 5.0  # seconds a closed slow consumer may take to read to the close
+MAX_CLIENT_FRAME_BYTES = 4096  # contract v2: larger client frames close the connection (1009)
+MESSAGE_TOO_BIG = 1009
+
+
+def client_frame_too_big(text_data: str | None, bytes_data: bytes | None) -> bool:
+    """True when a client frame's payload is over MAX_CLIENT_FRAME_BYTES, measured in bytes."""
+    if bytes_data is not None:
+        return len(bytes_data) > MAX_CLIENT_FRAME_BYTES
+    if text_data is None:
+        return False
+    # UTF-8 takes one to four bytes a character: encode only when the count leaves it open.
+    if len(text_data) > MAX_CLIENT_FRAME_BYTES:
+        return True
+    if len(text_data) * 4 <= MAX_CLIENT_FRAME_BYTES:
+        return False
+    return len(text_data.encode()) > MAX_CLIENT_FRAME_BYTES
+
+
+def limit_client_frames(protocol) -> bool:
+    """Makes daphne's WebSocket library itself fail a connection with 1009 as soon as a client
+    frame, or a fragmented message so far, announces more than MAX_CLIENT_FRAME_BYTES, before
+    the payload is buffered; returns False under another server (no autobahn protocol).
+
+    autobahn's `maxMessagePayloadSize` cannot be lowered for this: it also caps what the server
+    sends (events are up to EVENTHUB_MAX_EVENT_BYTES). So the frame size is its public option
+    and the message total is checked where autobahn checks its own, when each frame begins.
+    """
+    needed = ("maxFramePayloadSize", "failByDrop", "onMessageFrameBegin", "_fail_connection")
+    if protocol is None or not all(hasattr(protocol, a) for a in needed):
+        return False
+    protocol.maxFramePayloadSize = MAX_CLIENT_FRAME_BYTES
+    # autobahn's servers drop the TCP connection on a failure by default (the client then
+    # sees 1006): a close frame tells the client why.
+    protocol.failByDrop = False
+    frame_begin = protocol.onMessageFrameBegin
+
+    def frame_begin_within_limit(length: int) -> None:
+        frame_begin(length)
+        total = getattr(protocol, "message_data_total_length", 0)
+        if total > MAX_CLIENT_FRAME_BYTES and not protocol.failedByMe:
+            protocol._fail_connection(
+                MESSAGE_TOO_BIG, f"message of {total} bytes exceeds {MAX_CLIENT_FRAME_BYTES}"
+            )
+
+    protocol.onMessageFrameBegin = frame_begin_within_limit
+    return True
 
 
 class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
@@ -27,6 +73,12 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
 
     # No per-connection channel: the hub is the only member of the tenant group in this process.
     channel_layer_alias = "eventhub.none"
+
+    async def websocket_connect(self, message) -> None:
+        """Called when the handshake arrives, before `connect`: bounds every client frame
+        before the first one can be read."""
+        limit_client_frames(server_protocol(self.base_send))
+        await super().websocket_connect(message)
 
     async def connect(self) -> None:
         """Called when the handshake arrives: admits the client, or accepts and closes with
@@ -88,6 +140,11 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
         if self.sub is None:
             return
         self.sub.last_seen = time.monotonic()
+        if client_frame_too_big(text_data, bytes_data):
+            # Under daphne autobahn closed it already (limit_client_frames); other servers
+            # hand over whatever they accept, which is never parsed here.
+            await runtime.get_hub().close(self.sub, MESSAGE_TOO_BIG, "frame too large")
+            return
         try:
             message = json.loads(text_data) if text_data is not None else None
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser

@@ -124,6 +124,32 @@ async def test_it_closes_a_client_that_sends_garbage_with_4400(api_key):
     assert (await ws.receive_output(timeout=2))["code"] == 4400
 
 
+@pytest.mark.parametrize(
+    "frame",
+    ["x" * 4097, "\u20ac" * 1366, '{"type": "ping", "pad": "' + "x" * 5000 + '"}'],
+    ids=["ascii", "multibyte", "json"],
+)
+async def test_a_frame_over_4096_bytes_closes_with_1009_under_any_server(api_key, frame):
+    assert len(frame.encode()) > 4096
+    ws = connect(api_key)
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    await ws.send_to(text_data=frame)
+    closed = await ws.receive_output(timeout=2)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1009)
+
+
+async def test_a_frame_of_4096_bytes_is_read(api_key):
+    ws = connect(api_key)
+    await ws.connect()
+    await ws.receive_json_from(timeout=2)
+    frame = '{"type": "ping", "pad": "' + "\u20ac" * 1356 + 'x"}'
+    assert len(frame.encode()) == 4096
+    await ws.send_to(text_data=frame)
+    assert await ws.receive_json_from(timeout=2) == {"type": "pong"}
+    await ws.disconnect()
+
+
 async def test_a_tenant_never_sees_another_tenants_events(api_key, other_key):
     mine, theirs = connect(api_key), connect(other_key)
     for ws in (mine, theirs):
