@@ -8,8 +8,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.exceptions import ValidationError
 
-from streams.apis import EventInputSerializer, PayloadTooLarge
 from streams.backends import HubUnavailable, RateLimited
+from streams.event_input import EventInputSerializer, PayloadTooLarge
 from streams.selectors import tenant_stats
 from streams.services import event_publish
 from tenants.selectors import tenants_visible_to

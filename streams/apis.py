@@ -1,12 +1,11 @@
 """Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
 
-import io
 import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -15,17 +14,24 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, Throttled, ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from eventhub.parsers import StrictJSONParser, nested_deeper
-from streams import metrics, selectors, services
+from eventhub.parsers import RawJSONParser
+from streams import metrics, runtime, selectors, services
 from streams.backends import RateLimited
-from streams.envelope import Envelope, data_encode, event_id_parse
+from streams.envelope import Envelope, event_id_parse
+from streams.event_input import (
+    EventBatchInputSerializer,
+    EventInputSerializer,
+    body_expensive,
+    body_limit,
+    events_read,
+)
 from streams.idempotency import idempotent
 from streams.tokens import token_sign
-from streams.topics import MAX_PATTERNS, PATTERN_RE, TOPIC_RE, TYPE_RE, pattern_valid
+from streams.topics import MAX_PATTERNS, PATTERN_RE, pattern_valid
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -48,86 +54,6 @@ PUBLISH_ERRORS = _errors(400, 401, 403, 409, 413, 415, 422, 429, 503)
 READ_ERRORS = _errors(400, 401, 403)
 
 
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Event data too large."
-    default_code = "too_large"
-
-
-def _unstorable_text(data, encoded: str) -> str | None:
-    """Why `data` cannot be logged as sent, or None: a string holding U+0000 (PostgreSQL's
-    jsonb refuses it) or half of a surrogate pair (not Unicode; no UTF-8 encoding exists).
-
-    Both only appear as \\u escapes in the ASCII-only encoding, so most events skip the walk.
-    """
-    if "\\u" not in encoded:
-        return None
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "Strings may not contain U+0000."
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "Strings may not contain unpaired surrogates (\\ud800-\\udfff)."
-    return None
-
-
-class StrictRegexField(serializers.RegexField):
-    """A RegexField that takes strings only, as sent: DRF's CharField would turn 42 into "42"
-    and strip surrounding whitespace, publishing a topic the client never wrote."""
-
-    default_error_messages = {"invalid_type": "Must be a string."}
-
-    def __init__(self, regex, **kwargs):
-        super().__init__(regex, trim_whitespace=False, **kwargs)
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid_type")
-        return super().to_internal_value(data)
-
-
-class EventInputSerializer(serializers.Serializer):
-    topic = StrictRegexField(TOPIC_RE, max_length=200)
-    type = StrictRegexField(TYPE_RE, max_length=100, default="message")
-    data = serializers.JSONField(allow_null=True)
-
-    def validate(self, attrs):
-        data = attrs["data"]
-        if nested_deeper(data, settings.EVENTHUB_MAX_DATA_DEPTH):
-            raise ValidationError(
-                {"data": [f"Nested deeper than {settings.EVENTHUB_MAX_DATA_DEPTH}."]}
-            )
-        encoded = data_encode(data)
-        if len(encoded) > settings.EVENTHUB_MAX_EVENT_BYTES:
-            raise PayloadTooLarge(
-                f"Event data is {len(encoded)} bytes encoded; the limit is "
-                f"{settings.EVENTHUB_MAX_EVENT_BYTES}."
-            )
-        unstorable = _unstorable_text(data, encoded)
-        if unstorable:
-            raise ValidationError({"data": [unstorable]})
-        return services.EventInput(topic=attrs["topic"], type=attrs["type"], data_json=encoded)
-
-
-@extend_schema_serializer(component_name="EventBatchInput")
-class EventBatchInputSerializer(serializers.Serializer):
-    events = serializers.ListField(child=EventInputSerializer(), allow_empty=False)
-
-    def validate_events(self, value):
-        if len(value) > settings.EVENTHUB_MAX_BATCH:
-            raise ValidationError(f"At most {settings.EVENTHUB_MAX_BATCH} events per batch.")
-        return value
-
-
 class EventOutputSerializer(serializers.Serializer):
     id = serializers.CharField()
     seq = serializers.IntegerField()
@@ -147,31 +73,22 @@ def _accepted(envelope: Envelope) -> dict:
 
 
 async def events_publish(
-    *, principal, data, raw_body: bytes, path: str, idempotency_key: str | None, batch: bool
+    *, principal, raw_body: bytes, path: str, idempotency_key: str | None, batch: bool
 ) -> dict:
     """The publish operation of `/api/v1/events` (one event) and `/batch`, for the DRF views and
-    the ingest path alike: validates `data` (parsed from `raw_body`), sequences and fans out,
+    the ingest path alike: reads and validates `raw_body` within bounds, sequences and fans out,
     once per Idempotency-Key. Returns the 202 body; raises APIException (and HubUnavailable)."""
 
     async def produce() -> dict:
-        if batch:
-            raw = data.get("events") if isinstance(data, dict) else None
-            if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
-                # Refuse an oversized batch before validating each of its events.
-                raise ValidationError(
-                    {"events": [f"At most {settings.EVENTHUB_MAX_BATCH} events per batch."]}
-                )
-            serializer = EventBatchInputSerializer(data=data)
-            serializer.is_valid(raise_exception=True)
-            events = serializer.validated_data["events"]
-        else:
-            serializer = EventInputSerializer(data=data)
-            serializer.is_valid(raise_exception=True)
-            events = [serializer.validated_data]
+        tenant_id, rate = principal.tenant_id, principal.publish_rate
+        if rate and body_expensive(len(raw_body)):
+            # A tenant out of its rate costs nothing more than this check, whatever it sends.
+            wait = await runtime.get_backend().rate_wait(tenant_id=tenant_id, rate=rate)
+            if wait:
+                raise Throttled(wait=wait, detail="Publish rate limit exceeded for this tenant.")
+        events = await events_read(tenant_id=tenant_id, raw_body=raw_body, batch=batch)
         try:
-            envelopes = await services.aevent_publish(
-                tenant_id=principal.tenant_id, events=events, rate=principal.publish_rate
-            )
+            envelopes = await services.aevent_publish(tenant_id=tenant_id, events=events, rate=rate)
         except RateLimited as limited:
             raise Throttled(
                 wait=limited.wait, detail="Publish rate limit exceeded for this tenant."
@@ -191,20 +108,19 @@ async def events_publish(
 
 
 def _publish_view(request, *, batch: bool) -> Response:
-    raw_body = request.body  # first: Django keeps it, and DRF parses its copy
-    data = request.data  # DRF's negotiation: 415 for another content type, 400 for bad JSON
     meta = request.META
     try:
         declared = int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
     except (TypeError, ValueError):
         declared = 0
-    if raw_body and not declared:
-        # DRF reads no body without a Content-Length (a chunked upload): parse what came.
-        data = StrictJSONParser().parse(io.BytesIO(raw_body))
+    limit = body_limit(batch=batch)
+    if limit is not None and declared > limit:
+        raise RequestDataTooBig  # by its declared length, before reading it
+    request.data  # noqa: B018 -- DRF's negotiation: 415 for another content type
     body = async_to_sync(events_publish)(
         principal=request.auth,
-        data=data,
-        raw_body=raw_body,
+        # Also a chunked upload, of which DRF reads nothing without a Content-Length.
+        raw_body=request.body,
         path=request.path,
         idempotency_key=request.headers.get("Idempotency-Key"),
         batch=batch,
@@ -260,6 +176,8 @@ class _CountedPublish:
 class EventsApi(_CountedPublish, APIView):
     """`/api/v1/events`: POST publishes one event (scope publish); GET reads the log (history)."""
 
+    parser_classes = [RawJSONParser]  # the publish operation parses within its own bounds
+
     @property
     def required_scope(self) -> str:
         return "history" if self.request.method == "GET" else "publish"
@@ -312,6 +230,7 @@ class EventBatchPublishApi(_CountedPublish, APIView):
     """`/api/v1/events/batch`: publishes several events, all or nothing, in order."""
 
     required_scope = "publish"
+    parser_classes = [RawJSONParser]
 
     @extend_schema(
         operation_id="event_publish_batch",

@@ -1,10 +1,12 @@
 """Provides the connections as a process's hub sees them: each Subscriber, and each tenant's
 set of them indexed by topic pattern, so that finding an event's recipients costs no scan."""
 
+import asyncio
 import functools
 import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from streams.envelope import Envelope
@@ -200,14 +202,19 @@ class Subscriber:
 
 
 class TenantHub:
-    """One tenant's local connections, indexed by pattern so matching costs no scan."""
+    """One tenant's local connections, indexed by pattern so matching costs no scan, with the
+    tenant's own delivery queue and lock: one tenant's deliveries never wait for another's."""
 
     __slots__ = (
         "by_transport",
+        "draining",
         "early",
         "epoch",
         "exact",
+        "inbox",
+        "inbox_events",
         "last_seq",
+        "lock",
         "prefix_lengths",
         "prefixes",
         "retired_epochs",
@@ -231,6 +238,13 @@ class TenantHub:
         # Epochs of sequences re-seeded since: their late events were delivered or are gone.
         self.retired_epochs: set[str] = set()
         self.early: list[Envelope] = []
+        # Layer messages waiting for delivery, in arrival order, and the events they hold.
+        self.inbox: deque[list[Envelope]] = deque()
+        self.inbox_events = 0
+        self.draining = False
+        # Deliveries of this tenant (from the layer, from joins and from catch-up) run one at a
+        # time, so each connection sees seqs in order.
+        self.lock = asyncio.Lock()
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # How often each hub re-checks that its connections' keys and tenants are still valid.
 AUTH_RECHECK_SECONDS = 2.0
+# How long one tenant's deliveries may hold the loop before the others get a turn.
+FAIR_SLICE_SECONDS = 0.001
 
 PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
 PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
@@ -42,11 +44,9 @@ class Hub:
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}
         self._tasks: list[asyncio.Task] = []
+        self._drains: set[asyncio.Task] = set()
         self._start_lock = asyncio.Lock()
         self._group_lock = asyncio.Lock()
-        # Deliveries (from the layer, from joins and from catch-up) run one at a time, so each
-        # connection sees seqs in order.
-        self._deliver_lock = asyncio.Lock()
         self.closing = False
 
     # Lifecycle -----------------------------------------------------------------------------
@@ -77,9 +77,10 @@ class Hub:
                     await sub.close(code, reason)
         for sub in subs:
             await self.unsubscribe(sub)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._drains]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
@@ -107,14 +108,22 @@ class Hub:
                 early, tenant.early = tenant.early, []
                 await self.deliver(sub.tenant_id, early)
             if max_connections is not None:
-                live = await self.backend.connections(sub.tenant_id, dict(tenant.by_transport))
-                if sum(live.values()) >= max_connections:
-                    if not tenant.subscribers:
+                # Checked and counted in one step of the engine, so that connects arriving at
+                # once on several processes cannot overshoot the limit.
+                admitted = False
+                try:
+                    admitted = await self.backend.connection_acquire(
+                        sub.tenant_id, sub.transport, max_connections, dict(tenant.by_transport)
+                    )
+                finally:
+                    if not admitted and not tenant.subscribers:
                         await self._forget_tenant(sub.tenant_id)
+                if not admitted:
                     raise ConnectionLimitReached
             tenant.add(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
-        await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
+        if max_connections is None:  # a limited tenant's connection was counted when admitted
+            await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
 
     async def unsubscribe(self, sub: Subscriber) -> None:
         """Releases a connection; called from every disconnect path, safe to call twice."""
@@ -184,19 +193,64 @@ class Hub:
         that drops): a gap is filled from the replay buffer, once for the whole process, and
         what was already delivered is dropped.
         """
-        async with self._deliver_lock:
-            tenant = self.tenants.get(tenant_id)
-            if tenant is None:
-                return
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return
+        async with tenant.lock:
+            if self.tenants.get(tenant_id) is not tenant:
+                return  # its last connection left meanwhile
             if tenant.last_seq is None:
                 tenant.early.extend(envelopes)
                 return
             await self._deliver_in_order(tenant_id, tenant, envelopes)
 
+    def _enqueue(self, tenant_id: int, envelopes: list[Envelope]) -> None:
+        """Queues a layer message for its tenant's delivery task (started when none runs).
+
+        The receive loop never waits for a delivery: a tenant whose burst takes a while to fan
+        out delays only its own later events, and the others' are delivered in between.
+        """
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return
+        if tenant.inbox_events + len(envelopes) > settings.EVENTHUB_HUB_INBOX_EVENTS:
+            # Bounded: what is dropped here is filled from the replay buffer when the next
+            # event shows the gap, or by the catch-up tick.
+            metrics.HUB_INBOX_DROPPED.inc(len(envelopes))
+            return
+        tenant.inbox.append(envelopes)
+        tenant.inbox_events += len(envelopes)
+        if not tenant.draining:
+            tenant.draining = True
+            task = self.loop.create_task(self._drain(tenant_id, tenant))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, tenant_id: int, tenant: TenantHub) -> None:
+        """Delivers a tenant's queued layer messages in order; ends when its inbox is empty."""
+        try:
+            while tenant.inbox:
+                envelopes = tenant.inbox.popleft()
+                tenant.inbox_events -= len(envelopes)
+                try:
+                    await self.deliver(tenant_id, envelopes)
+                except Exception:
+                    logger.exception("hub failed to deliver to tenant %s", tenant_id)
+                # Other tenants' deliveries and requests go next.
+                await asyncio.sleep(0)
+        finally:
+            tenant.draining = False
+
     async def _deliver_in_order(
         self, tenant_id: int, tenant: TenantHub, envelopes: list[Envelope]
     ) -> None:
+        since = time.perf_counter()
         for envelope in envelopes:
+            if time.perf_counter() - since > FAIR_SLICE_SECONDS:
+                # A long batch of one tenant lets the others' events through between its
+                # broadcasts: theirs wait for about one broadcast, not the whole batch.
+                await asyncio.sleep(0)
+                since = time.perf_counter()
             epoch = envelope.epoch
             if epoch != tenant.epoch:
                 if epoch in tenant.retired_epochs:
@@ -303,9 +357,9 @@ class Hub:
             try:
                 tenant_id = message["tenant"]
                 envelopes = [Envelope.from_wire(tenant_id, wire) for wire in message["events"]]
-                await self.deliver(tenant_id, envelopes)
+                self._enqueue(tenant_id, envelopes)
             except Exception:
-                logger.exception("hub failed to deliver a message")
+                logger.exception("hub failed to take a message")
 
     # Heartbeat -----------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ content type, a host Django must refuse) goes to Django, whose answer it is.
 """
 
 import asyncio
-import io
 import logging
 import time
 
@@ -24,15 +23,14 @@ from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.renderers import JSONRenderer
 
 from eventhub.exceptions import api_exception_handler
-from eventhub.parsers import StrictJSONParser
 from streams import apis, metrics
+from streams.event_input import body_limit
 from tenants.authentication import AUTHENTICATE_HEADER, abearer_principal
 from tenants.permissions import principal_permit
 
 logger = logging.getLogger(__name__)
 
 _renderer = JSONRenderer()
-_parser = StrictJSONParser()
 
 
 class PublishEndpoint:
@@ -56,7 +54,7 @@ class PublishEndpoint:
             return
         started = time.perf_counter()
         try:
-            raw_body = await _read_body(headers, receive)
+            raw_body = await _read_body(headers, receive, body_limit(batch=self.batch))
         except _Disconnected:
             return
         try:
@@ -72,12 +70,10 @@ class PublishEndpoint:
         principal_permit(principal, "publish")
         if raw_body is None:
             raise RequestDataTooBig
-        data = _parser.parse(io.BytesIO(raw_body)) if raw_body else {}  # as DRF reads no body
         key = headers.get(b"idempotency-key")
         publish = asyncio.ensure_future(
             apis.events_publish(
                 principal=principal,
-                data=data,
                 raw_body=raw_body,
                 path=scope["path"],
                 idempotency_key=key.decode("latin-1") if key is not None else None,
@@ -150,14 +146,16 @@ def _accepts_json(accept: bytes | None) -> bool:
     return False
 
 
-async def _read_body(headers: dict, receive) -> bytes | None:
-    """The whole body, or None when it is larger than Django would read (413)."""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+async def _read_body(headers: dict, receive, limit: int | None) -> bytes | None:
+    """The whole body, or None when it is larger than `limit` (413): by its declared length,
+    without reading it, or once what arrived passes the limit."""
     try:
         declared = int(headers.get(b"content-length", b"0"))
     except ValueError:
         declared = 0
-    chunks, size, too_large = [], 0, limit is not None and declared > limit
+    if limit is not None and declared > limit:
+        return None
+    chunks, size, too_large = [], 0, False
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

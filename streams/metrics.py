@@ -24,6 +24,10 @@ BROADCAST_SECONDS = Histogram(
     "Time to hand one event to every matching local connection",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+HUB_INBOX_DROPPED = Counter(
+    "eventhub_hub_inbox_dropped",
+    "Events a hub dropped from a tenant's full delivery queue (then filled from the buffer)",
+)
 PERSISTENCE_PENDING = Gauge("eventhub_persistence_pending", "Accepted events not yet in the log")
 PERSISTENCE_LAG = Gauge(
     "eventhub_persistence_lag_seconds", "Age of the oldest accepted event not yet in the log"

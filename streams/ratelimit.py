@@ -11,6 +11,15 @@ class TokenBuckets:
     def __init__(self) -> None:
         self._buckets: dict[int, tuple[float, float]] = {}
 
+    def wait(self, *, tenant_id: int, rate: int) -> float:
+        """Seconds until the bucket holds one token (0: it does); takes nothing."""
+        bucket = self._buckets.get(tenant_id)
+        if bucket is None:
+            return 0.0
+        tokens, stamp = bucket
+        tokens = min(float(rate), tokens + (time.monotonic() - stamp) * rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / rate
+
     def take(self, *, tenant_id: int, rate: int, count: int) -> float:
         """Takes `count` tokens; returns 0 when allowed, else seconds to wait before retrying."""
         now = time.monotonic()

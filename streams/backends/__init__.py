@@ -7,6 +7,8 @@ any number of processes act as one hub. Both offer the same coroutines:
 - `publish(tenant_id, items, received_at, rate) -> list[Envelope]`: take `len(items)` from the
   tenant's rate bucket (`rate` events/s, burst the same; None: unlimited), then sequence,
   buffer, hand to the log and fan out, in seq order;
+- `rate_wait(tenant_id=, rate=) -> float`: seconds until the tenant's rate bucket holds one
+  event (0: now), taking nothing; checked before a large body is read;
 - `buffered(tenant_id, from_seq, to_seq=None) -> list[Envelope]`: replay-buffer events with
   `from_seq <= seq (<= to_seq)`, in seq order;
 - `current_seq(tenant_id) -> int`: the last seq handed out;

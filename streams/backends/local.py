@@ -126,6 +126,10 @@ class LocalBackend:
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
 
+    async def rate_wait(self, *, tenant_id: int, rate: int) -> float:
+        """Seconds until the tenant's rate bucket holds an event (0: now); takes nothing."""
+        return self._buckets.wait(tenant_id=tenant_id, rate=rate)
+
     async def buffered(
         self, tenant_id: int, from_seq: int, to_seq: int | None = None
     ) -> list[Envelope]:

@@ -75,6 +75,17 @@ redis.call('HINCRBY', KEYS[4], 'accepted', n)
 return {first, epoch}
 """
 
+# The tokens the shared bucket holds now (the PUBLISH script's arithmetic), taking none.
+RATE_PEEK = """
+local rate = tonumber(ARGV[1])
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'stamp')
+local tokens = tonumber(bucket[1]) or rate
+local stamp = tonumber(bucket[2]) or now
+return tostring(math.min(rate, tokens + math.max(0, now - stamp) * rate))
+"""
+
 SEED = """
 if redis.call('HEXISTS', KEYS[1], 'last') == 0 then
   redis.call('HSET', KEYS[1], 'last', ARGV[1], 'epoch', ARGV[2])
@@ -120,6 +131,7 @@ class RedisBackend:
         self.redis = redis_client()
         self._publish = self.redis.register_script(PUBLISH)
         self._seed_script = self.redis.register_script(SEED)
+        self._rate_peek = self.redis.register_script(RATE_PEEK)
         self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
         self._delivered: defaultdict[int, int] = defaultdict(int)
@@ -191,6 +203,15 @@ class RedisBackend:
                     logger.exception("group_send failed for tenant %s", tenant_id)
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
+
+    async def rate_wait(self, *, tenant_id: int, rate: int) -> float:
+        """Seconds until the tenant's shared rate bucket holds an event (0: now); takes
+        nothing."""
+        try:
+            tokens = float(await self._rate_peek(keys=[_key(tenant_id, "rate")], args=[rate]))
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return 0.0 if tokens >= 1 else (1 - tokens) / rate
 
     async def buffered(
         self, tenant_id: int, from_seq: int, to_seq: int | None = None

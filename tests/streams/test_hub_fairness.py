@@ -1,0 +1,83 @@
+"""Fan-out shared fairly: each tenant's deliveries queue and run on their own, so a big
+tenant's burst does not hold a small tenant's events behind all of it."""
+
+import asyncio
+
+import pytest
+
+from streams import hub as hub_module
+from streams.groups import tenant_group
+from streams.hub import Hub
+from tests.streams.test_hub import Client, FakeBackend, envelope, joined
+
+NOISY, QUIET = 1, 2
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture
+async def hub(backend):
+    hub = Hub(backend)
+    yield hub
+    await hub.shutdown()
+
+
+async def published(backend: FakeBackend, tenant_id: int, seqs) -> None:
+    events = [envelope(seq, tenant_id=tenant_id).to_wire() for seq in seqs]
+    await backend.layer.group_send(
+        tenant_group(tenant_id), {"type": "event.published", "tenant": tenant_id, "events": events}
+    )
+
+
+async def test_a_quiet_tenants_event_is_delivered_during_a_noisy_tenants_burst(
+    hub, backend, monkeypatch
+):
+    monkeypatch.setattr(hub_module, "FAIR_SLICE_SECONDS", 0.0)  # a turn after every broadcast
+    noisy = [Client(tenant_id=NOISY) for _ in range(50)]
+    quiet = Client(tenant_id=QUIET)
+    await joined(hub, *noisy, quiet)
+    burst = range(1, 301)
+
+    await published(backend, NOISY, burst)
+    await published(backend, QUIET, [1])
+    await quiet.eventually(lambda: quiet.seqs == [1])
+
+    # The quiet event went out between two broadcasts of the burst, not after all of it.
+    assert len(noisy[0].seqs) < len(burst)
+    await noisy[-1].eventually(lambda: len(noisy[-1].seqs) == len(burst))
+    assert all(client.seqs == list(burst) for client in noisy)
+
+
+async def test_a_tenants_full_delivery_queue_drops_and_the_gap_is_filled_from_the_buffer(
+    hub, backend, settings
+):
+    settings.EVENTHUB_HUB_INBOX_EVENTS = 3
+    client = Client(tenant_id=NOISY)
+    await joined(hub, client)
+    backend.buffer = [envelope(seq, tenant_id=NOISY) for seq in range(1, 9)]
+    tenant = hub.tenants[NOISY]
+
+    for seq in range(1, 9):  # queued in one go: the receive loop does not wait for delivery
+        hub._enqueue(NOISY, [envelope(seq, tenant_id=NOISY)])
+    assert tenant.inbox_events <= 3
+
+    await client.eventually(lambda: len(client.seqs) >= 3)
+    hub._enqueue(NOISY, [envelope(9, tenant_id=NOISY)])  # shows the gap 4..8
+    backend.buffer.append(envelope(9, tenant_id=NOISY))
+    await client.eventually(lambda: client.seqs[-1:] == [9])
+    assert client.seqs == list(range(1, 10))
+
+
+async def test_a_tenants_delivery_task_ends_when_its_queue_is_empty(hub, backend):
+    client = Client(tenant_id=QUIET)
+    await joined(hub, client)
+
+    await published(backend, QUIET, [1, 2])
+    await client.eventually(lambda: client.seqs == [1, 2])
+    await asyncio.wait_for(asyncio.gather(*hub._drains), 2)
+
+    assert not hub._drains
+    assert not hub.tenants[QUIET].draining
