@@ -32,8 +32,8 @@ class Event(models.Model):
 
 class IdempotentResponse(models.Model):
     """The first response to a publish sent with an Idempotency-Key, kept so that a retry after
-    a restart gets it again. Written by the embedded engine only, after the events it names
-    (with REDIS_URL the keys live in Redis)."""
+    a restart, or after the key left the process's memory, gets it again. Written by the
+    embedded engine only, after the events it names (with REDIS_URL the keys live in Redis)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
     slot = models.CharField(max_length=64)  # sha256 of the path and the key, never the key

@@ -32,6 +32,7 @@ class LocalLogQueue:
         write_batch: Callable[[list[Envelope]], int],
         flush_usage: Callable[[], int],
         write_records: Callable[[list], int] | None = None,
+        records_written: Callable[[list], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._write_batch = database_sync_to_async(write_batch, thread_sensitive=False)
@@ -44,6 +45,7 @@ class LocalLogQueue:
         # came, until that many are written, so it never stands for events the log lacks.
         self._queued = self._written = 0
         self._records: deque[tuple[int, object]] = deque()
+        self._records_written = records_written
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,6 +127,9 @@ class LocalLogQueue:
             if ready:
                 records = [record for _, record in ready]
                 await self._retrying(self._write_records, records, requeue=self._requeue_records)
+                if self._records_written is not None:
+                    # On the loop, once committed: only now may memory rely on the database.
+                    self._records_written(records)
             if time.monotonic() >= next_usage_flush:
                 next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
                 try:

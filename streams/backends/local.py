@@ -4,7 +4,6 @@ log queue; the in-memory channel layer carries events to its hub."""
 import asyncio
 import secrets
 import string
-import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,14 +14,13 @@ from django.conf import settings
 
 from streams import metrics
 from streams.backends import HubUnavailable, RateLimited
+from streams.backends.local_idempotency import IdempotencyStore
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
 from streams.ratelimit import TokenBuckets
 
 _ALPHABET = string.ascii_lowercase + string.digits
-# Keys remembered by one process (oldest forgotten first beyond this).
-IDEMPOTENCY_MAX_KEYS = 100_000
 
 
 def epoch_new() -> str:
@@ -44,7 +42,11 @@ class LocalBackend:
     """Lives on the serving event loop; every method runs there."""
 
     def __init__(self) -> None:
-        from streams.selectors import event_log_last_seq, idempotent_responses_live
+        from streams.selectors import (
+            event_log_last_seq,
+            idempotent_response_live,
+            idempotent_responses_live,
+        )
         from streams.services import (
             IdempotentResponseInput,
             event_log_write_batch,
@@ -54,14 +56,16 @@ class LocalBackend:
 
         self.loop = asyncio.get_running_loop()
         self.layer = get_channel_layer()
+        self._idempotency = IdempotencyStore(
+            live_rows=idempotent_responses_live, live_row=idempotent_response_live
+        )
         self.log_queue = LocalLogQueue(
             write_batch=lambda batch: event_log_write_batch(envelopes=batch),
             flush_usage=api_keys_flush_usage,
             write_records=lambda records: idempotent_responses_write(records=records),
+            records_written=self._idempotency.written,
         )
-        self._idempotency_load = database_sync_to_async(idempotent_responses_live)
         self._idempotency_record = IdempotentResponseInput
-        self._idempotency_loaded = False
         self._seed = database_sync_to_async(
             lambda tenant_id: event_log_last_seq(tenant_id=tenant_id)
         )
@@ -69,8 +73,6 @@ class LocalBackend:
         self._lock = asyncio.Lock()
         self._buckets = TokenBuckets()
         self.closing = False
-        # (tenant, slot) -> (fingerprint, response or None while running, expiry)
-        self._idempotency: dict[tuple[int, str], tuple[str, str | None, float]] = {}
 
     async def _sequence(self, tenant_id: int) -> _TenantSequence:
         state = self._tenants.get(tenant_id)
@@ -175,35 +177,21 @@ class LocalBackend:
         self, tenant_id: int, slot: str, fingerprint: str, ttl: float
     ) -> tuple[str, str | None] | None:
         """Claims a key for this request (None), or returns (fingerprint, response) of the
-        request that holds it (response None while that one is running)."""
-        if not self._idempotency_loaded:
-            # Once per process: the keys answered before a restart, kept in the database.
-            now = time.monotonic()
-            for t, s, fp, response, left in await self._idempotency_load():
-                self._idempotency.setdefault((t, s), (fp, response, now + left))
-            self._idempotency_loaded = True
-        now = time.monotonic()
-        entry = self._idempotency.get((tenant_id, slot))
-        if entry is not None and entry[2] > now:
-            return entry[0], entry[1]
-        if len(self._idempotency) >= IDEMPOTENCY_MAX_KEYS:
-            self._idempotency = {k: v for k, v in self._idempotency.items() if v[2] > now}
-            while len(self._idempotency) >= IDEMPOTENCY_MAX_KEYS:
-                del self._idempotency[next(iter(self._idempotency))]
-        self._idempotency[(tenant_id, slot)] = (fingerprint, None, now + ttl)
-        return None
+        request that holds it (response None while that one is running); see
+        `IdempotencyStore.claim`."""
+        return await self._idempotency.claim(tenant_id, slot, fingerprint, ttl)
 
     async def idempotency_save(
         self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
     ) -> None:
-        self._idempotency[(tenant_id, slot)] = (fingerprint, response, time.monotonic() + ttl)
+        self._idempotency.save(tenant_id, slot, fingerprint, response, ttl)
         # Logged behind the events it names, so a restart keeps the answer and the log agrees.
         self.log_queue.put_record(
             self._idempotency_record(tenant_id, slot, fingerprint, response, ttl)
         )
 
     async def idempotency_release(self, tenant_id: int, slot: str) -> None:
-        self._idempotency.pop((tenant_id, slot), None)
+        self._idempotency.release(tenant_id, slot)
 
     async def close(self) -> None:
         """Refuses further publishes and drains the log queue; runs at shutdown."""
