@@ -15,7 +15,12 @@ any number of processes act as one hub. Both offer the same coroutines:
 - `current_epoch(tenant_id) -> str | None`: the epoch of the ids handed out now (it changes
   when the sequence is re-seeded, e.g. by an emptied Redis); None before the first publish;
 - `stats(tenant_id) -> dict`: counters and persistence backlog of the tenant, over all
-  processes.
+  processes;
+- `connection_acquire(tenant_id, transport, limit, local) -> bool`: counts one more connection
+  of the tenant only while its live connections on every process (`local`: this process's) are
+  fewer than `limit`, in one atomic step, and says whether it did;
+- `connection_change(tenant_id, transport, delta)`: counts connections of an unlimited tenant
+  (+1) and gives back every admitted one (-1) when it ends.
 """
 
 

@@ -167,6 +167,18 @@ class LocalBackend:
     def count_delivered(self, tenant_id: int, n: int) -> None:
         metrics.count_delivered(tenant_id, n)
 
+    async def connection_acquire(
+        self, tenant_id: int, transport: str, limit: int, local: dict[str, int]
+    ) -> bool:
+        """Whether the tenant has room for one more connection; called by the hub before it
+        admits a connection of a limited tenant.
+
+        One process holds every connection: its counts (`local`) are the whole truth, and
+        this returns without yielding to the loop, so the hub adds the connection before any
+        other connect is checked.
+        """
+        return sum(local.values()) < limit
+
     async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
         """Nothing to share: the hub's own counts are the whole truth in one process."""
 

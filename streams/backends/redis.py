@@ -93,6 +93,32 @@ end
 return redis.call('HGET', KEYS[1], 'last')
 """
 
+# Admission under `--max-connections` in one step, so that processes admitting at the same
+# moment cannot overshoot: the tenant's counts on the live processes (and this one) are summed,
+# and this process's count grows only while the total is below the limit. 1: admitted.
+CONNECTION_ACQUIRE = """
+local limit = tonumber(ARGV[3])
+local since = tonumber(ARGV[4])
+local fields = redis.call('HGETALL', KEYS[1])
+local live = {}
+local total = 0
+for i = 1, #fields, 2 do
+  local count = tonumber(fields[i + 1]) or 0
+  if count > 0 then
+    local process = string.match(fields[i], '^(.*)|') or ''
+    if live[process] == nil then
+      local seen = redis.call('ZSCORE', KEYS[2], process)
+      live[process] = process == ARGV[1] or (seen and tonumber(seen) >= since) or false
+    end
+    if live[process] then total = total + count end
+  end
+end
+if total >= limit then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+return 1
+"""
+
 
 def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
     """Rebuilds an Envelope from its replay-buffer (and log-stream) form."""
@@ -131,11 +157,13 @@ class RedisBackend:
         self.redis = redis_client()
         self._publish = self.redis.register_script(PUBLISH)
         self._seed_script = self.redis.register_script(SEED)
+        self._connection_acquire = self.redis.register_script(CONNECTION_ACQUIRE)
         self._rate_peek = self.redis.register_script(RATE_PEEK)
         self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
         self._delivered: defaultdict[int, int] = defaultdict(int)
         self._connections: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._acquiring: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -271,6 +299,43 @@ class RedisBackend:
     def count_delivered(self, tenant_id: int, n: int) -> None:
         metrics.EVENTS_DELIVERED.inc(n)
         self._delivered[tenant_id] += n
+
+    async def connection_acquire(
+        self, tenant_id: int, transport: str, limit: int, local: dict[str, int]
+    ) -> bool:
+        """Counts one more connection of the tenant on this process if its live connections
+        on every process are fewer than `limit`; returns whether it did. Called by the hub
+        before it admits a connection of a limited tenant; `connection_change(-1)` undoes it.
+
+        A connect cancelled while the script runs leaves no count behind: the script's answer
+        is awaited in a task of its own, which gives the count back when nobody is waiting.
+        """
+        abandoned = False
+
+        async def acquire() -> bool:
+            now = time.time()
+            field = f"{self.process_id}|{transport}"
+            admitted = await self._connection_acquire(
+                keys=[_key(tenant_id, "connections"), PROCESSES],
+                args=[self.process_id, field, limit, now - PROCESS_TTL, now],
+            )
+            if not admitted:
+                return False
+            self._connections[(tenant_id, transport)] += 1
+            if abandoned:
+                await self.connection_change(tenant_id, transport, -1)
+            return True
+
+        task = self.loop.create_task(acquire())
+        self._acquiring.add(task)
+        task.add_done_callback(self._acquiring.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            abandoned = True
+            raise
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
 
     async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
         self._connections[(tenant_id, transport)] += delta

@@ -137,3 +137,63 @@ async def test_the_connection_limit_is_shared_by_every_process(hub):
     again = await wait_for(admitted, 5, "a freed place to be admitted")
     await again.close()
     await on_b.close()
+
+
+async def attempt(web, key: str, transport: str) -> WsSubscriber | SseSubscriber | None:
+    """Connects once; returns the open connection, or None when the tenant is full (WebSocket
+    4429, SSE 429: anything else fails the test)."""
+    if transport == "websocket":
+        ws = await WsSubscriber.connect(web.ws_url, key)
+        frame = await ws.next_frame()
+        if frame["type"] == "welcome":
+            return ws
+        assert (frame["type"], frame.get("code")) == ("error", 4429), frame
+        await ws.close()
+        return None
+    sse = await SseSubscriber.connect(web.url, key)
+    if sse.response.status_code == 200:
+        assert (await sse.next_message())["event"] == "welcome"
+        return sse
+    assert sse.response.status_code == 429, sse.response.status_code
+    await sse.close()
+    return None
+
+
+async def crowd(hub, key: str, size: int) -> list[WsSubscriber | SseSubscriber]:
+    """`size` clients connecting at the same moment, spread over both processes and both
+    transports; returns those admitted."""
+    webs = (hub.web_a, hub.web_b)
+    transports = ("websocket", "websocket", "sse", "sse")
+    async with asyncio.timeout(30):
+        outcomes = await asyncio.gather(
+            *(attempt(webs[i % 2], key, transports[i % 4]) for i in range(size))
+        )
+    return [client for client in outcomes if client is not None]
+
+
+async def live_connections(web, key: str) -> int:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
+        return sum((await client.get(f"{web.url}/api/v1/stats")).json()["connections"].values())
+
+
+@pytest.mark.parametrize("limit", [2, 5])
+async def test_a_crowd_connecting_at_once_to_both_processes_gets_exactly_the_limit(hub, limit):
+    key = hub.tenant_key(f"crowded-{limit}", "--max-connections", str(limit))
+
+    admitted = await crowd(hub, key, 20)
+    assert len(admitted) == limit
+    assert await live_connections(hub.web_a, key) == limit
+
+    # The refused ones left no count behind, and the admitted ones take theirs away when they
+    # leave: a second crowd gets the whole limit again.
+    for client in admitted:
+        await client.close()
+
+    async def none_left():
+        return all([await live_connections(web, key) == 0 for web in (hub.web_a, hub.web_b)])
+
+    await wait_for(none_left, 5, "the connections to be gone on both processes")
+    again = await crowd(hub, key, 20)
+    assert len(again) == limit
+    for client in again:
+        await client.close()

@@ -55,6 +55,14 @@ class FakeBackend:
     async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
         return local
 
+    async def connection_acquire(
+        self, tenant_id: int, transport: str, limit: int, local: dict[str, int]
+    ) -> bool:
+        if sum(local.values()) >= limit:
+            return False
+        self.changes.append((tenant_id, transport, 1))
+        return True
+
     async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
         self.changes.append((tenant_id, transport, delta))
 
@@ -393,6 +401,28 @@ async def test_a_refused_first_connection_leaves_no_group_behind(hub, backend):
         await joined(hub, Client(), max_connections=0)
     assert tenant_group(TENANT) not in backend.layer.groups
     assert hub.count(TENANT) == {"websocket": 0, "sse": 0}
+
+
+async def test_a_limited_connection_is_counted_when_admitted_and_given_back_once(hub, backend):
+    admitted, refused = Client(), Client()
+    await joined(hub, admitted, max_connections=1)
+    with pytest.raises(ConnectionLimitReached):
+        await joined(hub, refused, max_connections=1)
+    await hub.unsubscribe(refused.sub)  # every disconnect path runs, also for a refused one
+    await hub.unsubscribe(admitted.sub)
+    await hub.unsubscribe(admitted.sub)
+    assert backend.changes == [(TENANT, "websocket", 1), (TENANT, "websocket", -1)]
+
+
+async def test_connects_arriving_at_once_are_admitted_up_to_the_limit_exactly(hub, backend):
+    clients = [Client(transport=("websocket", "sse")[i % 2]) for i in range(20)]
+    outcomes = await asyncio.gather(
+        *(hub.subscribe(c.sub, max_connections=5) for c in clients), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, ConnectionLimitReached)]
+    assert (len(refused), outcomes.count(None)) == (15, 5)
+    assert sum(hub.count(TENANT).values()) == 5
+    assert [delta for _, _, delta in backend.changes] == [1] * 5
 
 
 # Hub: replay hand-over ----------------------------------------------------------------------
