@@ -148,14 +148,17 @@ def _accepts_json(accept: bytes | None) -> bool:
 
 async def _read_body(headers: dict, receive, limit: int | None) -> bytes | None:
     """The whole body, or None when it is larger than `limit` (413): by its declared length,
-    without reading it, or once what arrived passes the limit."""
+    keeping none of it, or once what arrived passes the limit.
+
+    A refused body is still taken off the queue: daphne queues all of it before the
+    application runs, and what is left there stays in memory until daphne's cleanup a second
+    later (measured: 3 clients posting 4 MiB bodies grew the process by 250 MB).
+    """
     try:
         declared = int(headers.get(b"content-length", b"0"))
     except ValueError:
         declared = 0
-    if limit is not None and declared > limit:
-        return None
-    chunks, size, too_large = [], 0, False
+    chunks, size, too_large = [], 0, limit is not None and declared > limit
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

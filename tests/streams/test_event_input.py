@@ -66,15 +66,21 @@ async def test_a_body_over_its_limit_by_declared_length_is_413_on_both_paths(
     assert fast.json() == django.json() == {"detail": "Request body too large."}
 
 
-async def test_a_single_event_body_is_refused_before_it_is_read(settings):
-    """The ingest path answers 413 by the declared length, without waiting for the body."""
+async def test_a_body_over_its_declared_limit_is_taken_off_the_queue_and_none_of_it_kept():
+    """The ingest path refuses by the declared length and keeps nothing, but empties what
+    daphne queued, which would otherwise stay in memory until daphne's cleanup."""
     from streams.ingest import _read_body
 
-    async def receive():
-        raise AssertionError("the body was read")
+    queued = [{"type": "http.request", "body": b"x" * 8192, "more_body": True}] * 99
+    queued.append({"type": "http.request", "body": b"x", "more_body": False})
+    pending = iter(queued)
 
-    headers = {b"content-length": str(10**9).encode()}
-    assert await _read_body(headers, receive, body_limit(batch=False)) is None
+    async def receive():
+        return next(pending)
+
+    headers = {b"content-length": str(99 * 8192 + 1).encode()}
+    assert await _read_body(headers, receive, limit=1000) is None
+    assert next(pending, None) is None
 
 
 async def test_a_chunked_body_over_the_limit_is_413_once_it_passes_it(settings):
