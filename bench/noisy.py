@@ -423,6 +423,25 @@ def start_attacker(kind: str, web: Process, key: str, seconds: float) -> subproc
     )
 
 
+def loop_stalls(web: Process) -> dict[float, float]:
+    """The server's `eventhub_loop_stall_seconds` histogram: cumulative count per bucket."""
+    text = httpx.get(f"{web.url}/metrics", timeout=10).text
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("eventhub_loop_stall_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def stall_summary(before: dict[float, float], after: dict[float, float]) -> dict:
+    """Stalls over 10 ms during the phase, and the bucket the longest one fell in."""
+    delta = {le: after[le] - before.get(le, 0) for le in after}
+    total = delta.get(float("inf"), 0)
+    worst = min((le for le in sorted(delta) if delta[le] >= total), default=float("nan"))
+    return {"stalls_over_10ms": total - delta.get(0.01, 0), "worst_stall_le_ms": worst * 1000}
+
+
 def run_phase(kind: str | None, seconds: float) -> dict:
     with server(SERVER_ENV.get(kind or "")) as (web, keys):
         if kind == "replay":
@@ -432,8 +451,10 @@ def run_phase(kind: str | None, seconds: float) -> dict:
         attacker = start_attacker(kind, web, keys["noisy"], seconds + 1) if kind else None
         if attacker is not None:
             time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
+        stalls_before = loop_stalls(web)
         with RssSampler(pid) as rss:
             quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
+            stalls = stall_summary(stalls_before, loop_stalls(web))
             noisy = {}
             if attacker is not None:
                 out, _ = attacker.communicate(timeout=seconds + 120)
@@ -445,6 +466,7 @@ def run_phase(kind: str | None, seconds: float) -> dict:
         "rss_growth_mb": rss.growth,
         "noisy": noisy,
         "server_alive": alive,
+        **stalls,
     }
 
 
@@ -473,8 +495,11 @@ def main() -> None:
         f"\nquiet tenant: {QUIET_SUBSCRIBERS} subscribers, an event every "
         f"{QUIET_EVERY * 1000:.0f} ms, {args.seconds:.0f} s per phase ({os.cpu_count()} cores)"
     )
-    print("| phase | quiet p50 ms | quiet p99 ms | p99 / alone | lost | 5xx | RSS growth MB |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| phase | quiet p50 ms | quiet p99 ms | p99 / alone | lost | 5xx | RSS growth MB "
+        "| loop stalls > 10 ms | longest stall ≤ ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     failed = False
     for r in results:
         errors = fivexx(r)

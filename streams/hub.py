@@ -13,6 +13,7 @@ from streams import metrics
 from streams.connections import Subscriber, TenantHub, websocket_text_frame
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from streams.loop_watch import loop_watch
 from streams.tasks import background_task
 from tenants.selectors import credentials_revoked, session_grants_revoked
 
@@ -60,6 +61,7 @@ class Hub:
             self._tasks = [
                 background_task(self._receive_loop(), name="eventhub-hub-receive"),
                 background_task(self._heartbeat_loop(), name="eventhub-hub-heartbeat"),
+                background_task(loop_watch(), name="eventhub-loop-watch"),
             ]
 
     async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:

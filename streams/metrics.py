@@ -24,6 +24,11 @@ BROADCAST_SECONDS = Histogram(
     "Time to hand one event to every matching local connection",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
+LOOP_STALL_SECONDS = Histogram(
+    "eventhub_loop_stall_seconds",
+    "How late the event loop ran a task due every 10 ms: what any work held every tenant back",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 HUB_INBOX_DROPPED = Counter(
     "eventhub_hub_inbox_dropped",
     "Events a hub dropped from a tenant's full delivery queue (then filled from the buffer)",
