@@ -145,6 +145,10 @@ EVENTHUB_MAX_EVENT_BYTES = env.int("EVENTHUB_MAX_EVENT_BYTES", default=65536)
 EVENTHUB_MAX_BATCH = env.int("EVENTHUB_MAX_BATCH", default=500)
 EVENTHUB_REPLAY_WINDOW = env.int("EVENTHUB_REPLAY_WINDOW", default=1000)
 EVENTHUB_REPLAY_MAX = env.int("EVENTHUB_REPLAY_MAX", default=10000)
+# Most bytes of event JSON one reconnect may replay (contract v2); a larger gap is not replayed.
+EVENTHUB_REPLAY_MAX_BYTES = env.int("EVENTHUB_REPLAY_MAX_BYTES", default=16 * 1024 * 1024)
+# Most bytes of event JSON in one page of the history API (a page holds at least one event).
+EVENTHUB_HISTORY_MAX_BYTES = env.int("EVENTHUB_HISTORY_MAX_BYTES", default=4 * 1024 * 1024)
 # Bytes a client may leave unread before it is closed as a slow consumer (4008).
 EVENTHUB_MAX_BUFFER_BYTES = env.int("EVENTHUB_MAX_BUFFER_BYTES", default=4 * 1024 * 1024)
 EVENTHUB_MAX_DATA_DEPTH = env.int("EVENTHUB_MAX_DATA_DEPTH", default=32)

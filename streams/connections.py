@@ -9,6 +9,8 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from django.conf import settings
+
 from streams.envelope import Envelope
 
 Send = Callable[[dict], Awaitable[None]]
@@ -165,6 +167,7 @@ class Subscriber:
         "last_seq",
         "patterns",
         "pending",
+        "pending_bytes",
         "send",
         "session",
         "tenant_id",
@@ -198,7 +201,24 @@ class Subscriber:
         self.last_seen = time.monotonic()
         # Not None while replaying: live events wait here so replay hands over without a gap.
         self.pending: list[Envelope] | None = None
+        self.pending_bytes = 0
         self.closed = False
+
+    def hold(self, envelope: Envelope) -> bool:
+        """Keeps a live event back while the connection replays (`pending` is not None);
+        False when the events held would pass EVENTHUB_MAX_BUFFER_BYTES: a replay that long
+        makes the connection a slow consumer, whose memory must not grow without bound."""
+        self.pending_bytes += len(envelope.frame)
+        if self.pending_bytes > settings.EVENTHUB_MAX_BUFFER_BYTES:
+            return False
+        self.pending.append(envelope)
+        return True
+
+    def take_pending(self) -> list[Envelope]:
+        """The live events held back so far; holding goes on (from none) until `pending` is
+        set to None."""
+        held, self.pending, self.pending_bytes = self.pending or [], [], 0
+        return held
 
 
 class TenantHub:

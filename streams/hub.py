@@ -164,8 +164,7 @@ class Hub:
     async def go_live(self, sub: Subscriber) -> None:
         """Ends a connection's replay: sends what arrived live meanwhile, then live events."""
         while sub.pending:
-            waiting, sub.pending = sub.pending, []
-            for envelope in waiting:
+            for envelope in sub.take_pending():
                 epoch = envelope.epoch
                 if sub.epoch is not None and epoch != sub.epoch:
                     # The hub re-started the sequence meanwhile (stragglers of an old epoch
@@ -186,7 +185,7 @@ class Hub:
                     self._drop(sub)
                     return
                 self.backend.count_delivered(sub.tenant_id, 1)
-        sub.pending = None
+        sub.pending, sub.pending_bytes = None, 0
 
     async def deliver(self, tenant_id: int, envelopes: list[Envelope]) -> None:
         """Hands events to this process's matching connections, each once and in seq order.
@@ -308,7 +307,8 @@ class Hub:
         delivered = 0
         for sub in recipients:
             if sub.pending is not None:
-                sub.pending.append(envelope)
+                if not sub.hold(envelope):
+                    self._drop(sub, 4008, "slow consumer: reconnect with your last id")
                 continue
             if sub.closed or envelope.seq <= sub.last_seq:
                 continue

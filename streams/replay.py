@@ -1,13 +1,64 @@
 """Provides replay: the events a reconnecting subscriber missed, from the replay buffer or the
-persisted log."""
+persisted log.
+
+What a reconnect replays is decided before anything is sent (how many events, how many bytes,
+from where), without reading one of them; then it is streamed a page at a time, each page read
+once the client has taken the one before, so that no gap is ever held in memory whole.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import runtime
-from streams.envelope import Envelope, data_encode, event_id_parse
-from streams.models import Event
+from streams.connections import Subscriber, websocket_text_frame
+from streams.envelope import Envelope, event_id_parse
+from streams.selectors import event_log_count, event_log_has, event_log_page, event_log_span
 from streams.topics import pattern_matches
+
+logger = logging.getLogger(__name__)
+
+# One page: as many events as fit in about PAGE_BYTES of event JSON, at most PAGE_EVENTS.
+PAGE_EVENTS = 200
+PAGE_BYTES = 256 * 1024
+# Seqs of the log one aggregate query sizes: a gap over the budget stops being sized soon.
+SPAN_SEQS = 2000
+# How long the wait for a client to read sleeps between looks at its backlog (seconds).
+DRAIN_POLL_FIRST, DRAIN_POLL_MOST = 0.002, 0.05
+SLOW_CONSUMER = 4008
+SLOW_REASON = "slow consumer: reconnect with your last id"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """What one reconnect replays: the events with `after < seq <= until` that its patterns
+    match, those up to `log_until` from the log, the others from the replay buffer. Nothing
+    when `recovered` is False."""
+
+    recovered: bool
+    tenant_id: int = 0
+    patterns: tuple[str, ...] = ()
+    after: int = 0
+    until: int = 0
+    log_until: int = 0
+    epoch: str | None = None  # of the newest event replayed
+    size: int = 0  # about the bytes of event JSON sent
+    log_events: int = 0  # of them from the log (their mean size shapes the first page)
+    log_size: int = 0
+
+
+NOT_RECOVERED = ReplayPlan(recovered=False)
+
+
+class ReplayInterrupted(Exception):
+    """Raised when the buffer dropped planned events before they were sent: the client read
+    slower than the tenant published."""
 
 
 def _matching(envelopes: list[Envelope], patterns: tuple[str, ...]) -> list[Envelope]:
@@ -16,57 +67,213 @@ def _matching(envelopes: list[Envelope], patterns: tuple[str, ...]) -> list[Enve
     return [e for e in envelopes if any(pattern_matches(p, e.topic) for p in patterns)]
 
 
-def _from_log(tenant_id: int, last_seq: int, last_id: str, limit: int) -> list[Envelope] | None:
-    """Events after last_seq from the log, or None when last_id is not (or no more) in it."""
-    anchor = Event.objects.filter(tenant_id=tenant_id, seq=last_seq).values_list(
-        "event_id", flat=True
-    )
-    if list(anchor) != [last_id]:
+def _log_span(
+    tenant_id: int, after: int, after_id: str, last: int, patterns: tuple[str, ...], budget: int
+) -> tuple[int, int, int] | None:
+    """(events held, matched, their bytes) of the log after `after` up to `last`, or None when
+    the log does not hold `after_id` there; stops sizing once past `budget`."""
+    if not event_log_has(tenant_id=tenant_id, seq=after, event_id=after_id):
         return None
-    rows = Event.objects.filter(tenant_id=tenant_id, seq__gt=last_seq).order_by("seq")[:limit]
-    return [
-        Envelope.build(
-            tenant_id=tenant_id,
-            seq=row.seq,
-            epoch=row.event_id.partition("-")[2],
-            topic=row.topic,
-            type=row.type,
-            data_json=data_encode(row.data),
-            received_at=row.received_at,
-        )
-        for row in rows
-    ]
+    held = matched = size = 0
+    low = after + 1
+    while low <= last and size <= budget:
+        high = min(last, low + SPAN_SEQS - 1)
+        span = event_log_span(tenant_id=tenant_id, first_seq=low, last_seq=high, patterns=patterns)
+        held, matched, size = held + span[0], matched + span[1], size + span[2]
+        low = high + 1
+    return held, matched, size
 
 
-async def events_after(
+async def replay_plan(
     *, tenant_id: int, last_event_id: str, patterns: tuple[str, ...]
-) -> tuple[bool, list[Envelope], int]:
-    """Returns (recovered, events to replay in order, seq the connection has now seen).
+) -> ReplayPlan:
+    """Decides what a reconnect replays; called after the connection joined the hub (so that
+    whatever is published from then on reaches it live, duplicates dropped by seq) and before
+    its welcome, which says whether it recovered.
 
-    `recovered` is False when the id names no event still known, or more than
-    EVENTHUB_REPLAY_MAX events were missed; then nothing is replayed.
+    Not recovered when the id names no event still known, or more than EVENTHUB_REPLAY_MAX
+    events or EVENTHUB_REPLAY_MAX_BYTES bytes of event JSON were missed. Reads no event: the
+    number missed comes from the tenant's sequence, the bytes from aggregates.
     """
     parsed = event_id_parse(last_event_id)
     assert parsed is not None, "validated by the caller"
-    last_seq = parsed[0]
-    replay_max = settings.EVENTHUB_REPLAY_MAX
+    after, after_epoch = parsed
     backend = runtime.get_backend()
-    # Read after the connection joined the hub: whatever is published from here on reaches
-    # it live, and duplicates between the two are dropped by seq.
-    buffered = await backend.buffered(tenant_id, last_seq)
-    if buffered and buffered[0].seq == last_seq:
-        missed = buffered[1:]
-        if buffered[0].id != last_event_id or len(missed) > replay_max:
-            return False, [], 0
-        return True, _matching(missed, patterns), buffered[-1].seq
-    from_log = await database_sync_to_async(_from_log)(
-        tenant_id, last_seq, last_event_id, replay_max + 1
+    until = await backend.current_seq(tenant_id)
+    epoch = await backend.current_epoch(tenant_id) or after_epoch
+    # Seqs are dense, so `until - after` events were missed. That holds across a restart too:
+    # a new epoch continues after the log's last seq. The anchor and counts below check it.
+    missed = until - after
+    if after < 1 or missed < 0 or missed > settings.EVENTHUB_REPLAY_MAX:
+        return NOT_RECOVERED
+    budget = settings.EVENTHUB_REPLAY_MAX_BYTES
+    anchor = await backend.buffered(tenant_id, after, after)
+    if anchor and anchor[0].id != last_event_id:
+        return NOT_RECOVERED  # that seq is another event: an id of another run or tenant
+    first, held, size = await backend.buffered_size(tenant_id, after + 1, until, patterns)
+    if held and first + held - 1 != until:
+        return NOT_RECOVERED  # not one run of seqs up to now: the sequence was re-seeded
+    if size > budget:
+        return NOT_RECOVERED
+    plan = ReplayPlan(
+        recovered=True,
+        tenant_id=tenant_id,
+        patterns=patterns,
+        after=after,
+        until=until,
+        log_until=after,
+        epoch=epoch,
+        size=size,
     )
-    if from_log is None:
-        return False, [], 0
-    # The log lags behind the buffer: the buffer supplies what is not written yet.
-    newest = from_log[-1].seq if from_log else last_seq
-    missed = from_log + await backend.buffered(tenant_id, newest + 1)
-    if len(missed) > replay_max or (missed and missed[-1].seq - last_seq != len(missed)):
-        return False, [], 0
-    return True, _matching(missed, patterns), (missed[-1].seq if missed else last_seq)
+    if anchor and held == missed:
+        return plan
+    # The buffer is trimmed from its oldest end: it holds first..until, the log the rest.
+    log_until = first - 1 if held else until
+    span = await database_sync_to_async(_log_span)(
+        tenant_id, after, last_event_id, log_until, patterns, budget - size
+    )
+    if span is None:
+        return NOT_RECOVERED
+    log_held, log_events, log_size = span
+    if log_held != log_until - after or size + log_size > budget:
+        return NOT_RECOVERED
+    return ReplayPlan(
+        recovered=True,
+        tenant_id=tenant_id,
+        patterns=patterns,
+        after=after,
+        until=until,
+        log_until=log_until,
+        epoch=epoch,
+        size=size + log_size,
+        log_events=log_events,
+        log_size=log_size,
+    )
+
+
+def _log_page(plan: ReplayPlan, first_seq: int, last_seq: int, limit: int) -> list[Envelope]:
+    return event_log_page(
+        tenant_id=plan.tenant_id,
+        first_seq=first_seq,
+        last_seq=last_seq,
+        patterns=plan.patterns,
+        limit=limit,
+    )
+
+
+def _log_holds(plan: ReplayPlan, first_seq: int, last_seq: int) -> bool:
+    """True when the log holds every event with first_seq <= seq <= last_seq."""
+    held = event_log_count(tenant_id=plan.tenant_id, first_seq=first_seq, last_seq=last_seq)
+    return held == last_seq - first_seq + 1
+
+
+def _rows_for(size: int, events: int) -> int:
+    """Rows of about PAGE_BYTES, for events of `size` bytes in all."""
+    if events <= 0 or size <= 0:
+        return PAGE_EVENTS
+    return max(1, min(PAGE_EVENTS, PAGE_BYTES * events // size))
+
+
+async def replay_pages(plan: ReplayPlan) -> AsyncIterator[list[Envelope]]:
+    """The planned events the patterns match, oldest first, a page at a time: each page is
+    read when the caller asks for the next. Raises ReplayInterrupted when neither the buffer
+    nor the log holds what is left to send."""
+    backend = runtime.get_backend()
+    read_page = database_sync_to_async(_log_page)
+    seq, log_until = plan.after + 1, plan.log_until
+    # Log pages are sized from the mean of the last page (of the plan's sizes at first).
+    rows = _rows_for(plan.log_size, plan.log_events)
+    while seq <= plan.until:
+        if seq <= log_until:
+            page = await read_page(plan, seq, log_until, rows)
+            # Fewer rows than asked: nothing more up to log_until matches.
+            seq = page[-1].seq + 1 if len(page) == rows else log_until + 1
+            if page:
+                yield page
+                rows = _rows_for(sum(len(e.frame) for e in page), len(page))
+            continue
+        page = await backend.buffered_page(plan.tenant_id, seq, plan.until, PAGE_EVENTS, PAGE_BYTES)
+        if page and page[0].seq == seq:
+            seq = page[-1].seq + 1
+            matching = _matching(page, plan.patterns)
+            if matching:
+                yield matching
+            continue
+        # The tenant published more than the buffer holds while this replay was sent: what
+        # the buffer dropped is read from the log, if the log has it by now.
+        log_until = page[0].seq - 1 if page else plan.until
+        if not await database_sync_to_async(_log_holds)(plan, seq, log_until):
+            raise ReplayInterrupted
+
+
+async def _send_page(sub: Subscriber, page: list[Envelope]) -> None:
+    if sub.transport == "websocket":
+        # One write for the page where the connection takes frames straight to its socket.
+        if sub.write_frame is not None and sub.write_frame(
+            b"".join(websocket_text_frame(e.frame) for e in page)
+        ):
+            return
+        for envelope in page:
+            await sub.send({"type": "websocket.send", "text": envelope.frame})
+        return
+    body = b"".join(e.sse_bytes() for e in page)
+    await sub.send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _drained(sub: Subscriber) -> bool:
+    """Waits until the client has taken what it was sent off the server, but for less than a
+    page; False when it has not within EVENTHUB_STALE_TIMEOUT (a slow consumer)."""
+    await asyncio.sleep(0)  # a page at a time: the loop's other work goes on between them
+    if sub.backlog is None:
+        return True  # not daphne: the server shows no backlog to wait on
+    most = min(PAGE_BYTES, settings.EVENTHUB_MAX_BUFFER_BYTES // 2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.EVENTHUB_STALE_TIMEOUT
+    delay = DRAIN_POLL_FIRST
+    while not sub.closed and sub.backlog() > most:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, DRAIN_POLL_MOST)
+    return True
+
+
+async def replay_stream(sub: Subscriber, plan: ReplayPlan) -> None:
+    """Sends a connection its planned replay, then hands it to live delivery (`Hub.go_live`).
+
+    Called once the welcome is sent, in a task of the consumer's, which goes on reading the
+    client meanwhile. Each page is read and sent once the client has taken the one before off
+    the server; one that does not within EVENTHUB_STALE_TIMEOUT is closed as a slow consumer
+    (4008), as is one whose live events held back meanwhile pass EVENTHUB_MAX_BUFFER_BYTES
+    (`Subscriber.hold`). Either way it reconnects with the last id it got.
+    """
+    hub = runtime.get_hub()
+    if plan.recovered:
+        try:
+            async with contextlib.aclosing(replay_pages(plan)) as pages:
+                async for page in pages:
+                    if sub.closed:
+                        return
+                    try:
+                        await _send_page(sub, page)
+                    except Exception:
+                        logger.warning("dropping connection %s: a send failed", sub.connection_id)
+                        await hub.close(sub, 1011, "send failed")
+                        return
+                    if not await _drained(sub):
+                        await hub.close(sub, SLOW_CONSUMER, SLOW_REASON)
+                        return
+        except ReplayInterrupted:
+            await hub.close(sub, SLOW_CONSUMER, SLOW_REASON)
+            return
+        except Exception:
+            # The log or Redis failed mid-replay: what was sent is in order; the client
+            # resumes from the last id it got.
+            logger.exception("replay of connection %s failed", sub.connection_id)
+            await hub.close(sub, 1011, "replay failed; reconnect with your last id")
+            return
+    if sub.closed:
+        return
+    # The client could not be asked for a pong while its replay was being sent.
+    sub.last_seen = time.monotonic()
+    await hub.go_live(sub)

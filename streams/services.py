@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from django.db import DataError, IntegrityError, transaction
+from django.db.models import JSONField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from streams import metrics, runtime
@@ -44,6 +46,15 @@ async def aevent_publish(
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
 
 
+def _stored_json(data_json: str) -> Cast | None:
+    """The event's data for the log as the text it was published as, not parsed and encoded
+    again: SQLite keeps that text (replay sends it back as it came), PostgreSQL parses it into
+    jsonb itself. JSON null is stored as SQL NULL (see Event.data)."""
+    if data_json == "null":
+        return None
+    return Cast(Value(data_json), JSONField())
+
+
 def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
     """Writes accepted events to the log in one statement; a retried batch writes nothing twice.
 
@@ -57,7 +68,7 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
             event_id=e.id,
             topic=e.topic,
             type=e.type,
-            data=e.data,
+            data=_stored_json(e.data_json),
             received_at=e.received_at,
             persisted_at=now,
         )

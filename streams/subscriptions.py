@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from streams import runtime
-from streams.envelope import Envelope, event_id_parse
+from streams.envelope import event_id_parse
 from streams.hub import ConnectionLimitReached, Subscriber
-from streams.replay import events_after
+from streams.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.tokens import TokenExpired, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
 from tenants.authentication import bearer_key
@@ -166,18 +166,19 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
     )
 
 
-async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[bool, list[Envelope]]:
-    """Joins the hub in replay mode and returns (recovered, events to replay).
+async def subscription_start(sub: Subscriber, admission: Admission) -> ReplayPlan:
+    """Joins the hub in replay mode and decides what the connection replays.
 
-    The caller sends the welcome and the replayed events, then calls `Hub.go_live`.
+    The caller sends the welcome (`recovered` from the plan), then runs `replay_stream`, which
+    sends the replay and ends by handing the connection to live delivery.
     """
     hub = runtime.get_hub()
     sub.pending = []
     try:
         await hub.subscribe(sub, max_connections=admission.max_connections)
         if admission.last_event_id is None:
-            return False, []
-        recovered, missed, seen = await events_after(
+            return NOT_RECOVERED
+        plan = await replay_plan(
             tenant_id=admission.tenant_id,
             last_event_id=admission.last_event_id,
             patterns=admission.patterns,
@@ -189,7 +190,7 @@ async def subscription_start(sub: Subscriber, admission: Admission) -> tuple[boo
         logger.exception("could not start a subscription")
         await hub.unsubscribe(sub)
         raise Refusal(1013, 503, "The hub is unavailable; retry shortly.") from None
-    sub.last_seq = seen
-    if recovered:
-        _, sub.epoch = event_id_parse(admission.last_event_id)
-    return recovered, missed
+    if plan.recovered:
+        # Live events up to `until` come with the replay; those after it, of its epoch, follow.
+        sub.last_seq, sub.epoch = plan.until, plan.epoch
+    return plan

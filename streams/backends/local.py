@@ -5,8 +5,9 @@ import asyncio
 import secrets
 import string
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from itertools import islice
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -19,6 +20,7 @@ from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
 from streams.ratelimit import TokenBuckets
+from streams.topics import pattern_matches
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -142,6 +144,41 @@ class LocalBackend:
         start = max(0, from_seq - first)
         stop = len(state.buffer) if to_seq is None else max(0, to_seq - first + 1)
         return list(state.buffer)[start:stop]
+
+    def _held(self, tenant_id: int, from_seq: int, to_seq: int) -> Iterator[Envelope]:
+        state = self._tenants.get(tenant_id)
+        if state is None or not state.buffer:
+            return iter(())
+        first = state.buffer[0].seq
+        return islice(state.buffer, max(0, from_seq - first), max(0, to_seq - first + 1))
+
+    async def buffered_size(
+        self, tenant_id: int, from_seq: int, to_seq: int, patterns: Sequence[str]
+    ) -> tuple[int, int, int]:
+        """(first seq held with from_seq <= seq <= to_seq, or 0; how many are held; the bytes of
+        event JSON of those `patterns` match): what a replay from the buffer would send."""
+        first = held = size = 0
+        every = "*" in patterns
+        for envelope in self._held(tenant_id, from_seq, to_seq):
+            first = first or envelope.seq
+            held += 1
+            if every or any(pattern_matches(p, envelope.topic) for p in patterns):
+                size += len(envelope.frame)
+        return first, held, size
+
+    async def buffered_page(
+        self, tenant_id: int, from_seq: int, to_seq: int, max_events: int, max_bytes: int
+    ) -> list[Envelope]:
+        """The buffer's events from `from_seq` on (up to `to_seq`), oldest first, as many as
+        `max_events` and `max_bytes` of event JSON allow (at least one): a page of a replay."""
+        page: list[Envelope] = []
+        size = 0
+        for envelope in self._held(tenant_id, from_seq, to_seq):
+            size += len(envelope.frame)
+            if page and (size > max_bytes or len(page) == max_events):
+                break
+            page.append(envelope)
+        return page
 
     async def current_seq(self, tenant_id: int) -> int:
         return (await self._sequence(tenant_id)).last_seq

@@ -121,19 +121,69 @@ return 1
 
 
 def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
-    """Rebuilds an Envelope from its replay-buffer (and log-stream) form."""
-    seq, event_id, topic, type_, ts, data = json.loads(member)
-    from streams.envelope import data_encode
+    """Rebuilds an Envelope from its replay-buffer (and log-stream) form.
 
+    The data is not parsed: PUBLISH writes `[seq,"seq-epoch",topic,type,ts,data]` with the data
+    as it was encoded, and topics and types (TOPIC_RE, TYPE_RE) hold no comma, quote or
+    backslash, so the first five fields split off at the first five commas.
+    """
+    text = member.decode() if isinstance(member, bytes) else member
+    seq, event_id, topic, type_, ts, data_json = text[1:-1].split(",", 5)
     return Envelope.build(
         tenant_id=tenant_id,
-        seq=seq,
-        epoch=event_id.partition("-")[2],
-        topic=topic,
-        type=type_,
-        data_json=data_encode(data),
-        received_at=datetime.fromtimestamp(ts, UTC),
+        seq=int(seq),
+        epoch=event_id[1:-1].partition("-")[2],
+        topic=topic[1:-1],
+        type=type_[1:-1],
+        data_json=data_json,
+        received_at=datetime.fromtimestamp(float(ts), UTC),
     )
+
+
+# Bytes of an event's JSON for subscribers beyond its buffer member: the frame names its fields
+# and writes the time out in ISO 8601.
+MEMBER_TO_FRAME_BYTES = 66
+# Members one BUFFER_SIZE call reads: Redis serves every tenant, so no call holds it for long.
+BUFFER_SIZE_CHUNK = 256
+
+# How much of the buffer a replay would send, read without sending it to the process:
+# {members read, how many the patterns (ARGV[4] on) match, their bytes, first seq, last seq}.
+BUFFER_SIZE = """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local matched, size = 0, 0
+for _, member in ipairs(members) do
+  local topic = string.match(member, '^%[%d+,"[^"]*","([^"]*)"') or ''
+  for i = 4, #ARGV do
+    local p = ARGV[i]
+    if p == '*' or p == topic or (string.sub(p, -1) == '*'
+        and string.sub(topic, 1, #p - 1) == string.sub(p, 1, -2)) then
+      matched = matched + 1
+      size = size + #member
+      break
+    end
+  end
+end
+local first, last = 0, 0
+if #members > 0 then
+  first = tonumber(string.match(members[1], '^%[(%d+),'))
+  last = tonumber(string.match(members[#members], '^%[(%d+),'))
+end
+return {#members, matched, size, first, last}
+"""
+
+# One page of a replay from the buffer: at most ARGV[3] members, as many as fit in ARGV[4]
+# bytes (at least one).
+BUFFER_PAGE = """
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local budget = tonumber(ARGV[4])
+local page, size = {}, 0
+for i, member in ipairs(members) do
+  size = size + #member
+  if i > 1 and size > budget then break end
+  page[i] = member
+end
+return page
+"""
 
 
 def redis_client() -> aioredis.Redis:
@@ -157,6 +207,8 @@ class RedisBackend:
         self.redis = redis_client()
         self._publish = self.redis.register_script(PUBLISH)
         self._seed_script = self.redis.register_script(SEED)
+        self._buffer_size = self.redis.register_script(BUFFER_SIZE)
+        self._buffer_page = self.redis.register_script(BUFFER_PAGE)
         self._connection_acquire = self.redis.register_script(CONNECTION_ACQUIRE)
         self._rate_peek = self.redis.register_script(RATE_PEEK)
         self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
@@ -247,6 +299,43 @@ class RedisBackend:
         try:
             members = await self.redis.zrangebyscore(
                 _key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
+            )
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return [envelope_from_member(tenant_id, m) for m in members]
+
+    async def buffered_size(
+        self, tenant_id: int, from_seq: int, to_seq: int, patterns: Sequence[str]
+    ) -> tuple[int, int, int]:
+        """(first seq held with from_seq <= seq <= to_seq, or 0; how many are held; the bytes of
+        event JSON of those `patterns` match): what a replay from the buffer would send, read
+        in Redis a chunk at a time."""
+        first = held = size = 0
+        low = from_seq
+        try:
+            while low <= to_seq:
+                read, matched, member_bytes, first_read, last_read = await self._buffer_size(
+                    keys=[_key(tenant_id, "buffer")],
+                    args=[low, to_seq, BUFFER_SIZE_CHUNK, *patterns],
+                )
+                first = first or first_read
+                held += read
+                size += member_bytes + matched * MEMBER_TO_FRAME_BYTES
+                if read < BUFFER_SIZE_CHUNK:
+                    break
+                low = last_read + 1
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return first, held, size
+
+    async def buffered_page(
+        self, tenant_id: int, from_seq: int, to_seq: int, max_events: int, max_bytes: int
+    ) -> list[Envelope]:
+        """The buffer's events from `from_seq` on (up to `to_seq`), oldest first, as many as
+        `max_events` and `max_bytes` allow (at least one): a page of a replay."""
+        try:
+            members = await self._buffer_page(
+                keys=[_key(tenant_id, "buffer")], args=[from_seq, to_seq, max_events, max_bytes]
             )
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc

@@ -1,7 +1,11 @@
-"""Provides the guarantee that a consumer leaves the hub however its connection ends."""
+"""Provides the guarantee that a consumer leaves the hub however its connection ends, and the
+replay task that a consumer starts once it has welcomed its client."""
+
+import asyncio
 
 from streams import runtime
 from streams.hub import Subscriber
+from streams.replay import ReplayPlan, replay_stream
 
 
 class HubMembershipMixin:
@@ -9,10 +13,21 @@ class HubMembershipMixin:
     reason: a clean close, a dropped network, a crash, or the server cancelling it."""
 
     sub: Subscriber | None = None
+    replaying: asyncio.Task | None = None
+
+    def replay(self, plan: ReplayPlan) -> None:
+        """Called once the welcome is sent: streams the replay, then live events, in a task of
+        its own, so that the consumer goes on handling its client's messages meanwhile (its
+        frames, its disconnect)."""
+        self.replaying = asyncio.get_running_loop().create_task(
+            replay_stream(self.sub, plan), name=f"eventhub-replay-{self.sub.connection_id}"
+        )
 
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if self.replaying is not None:
+                self.replaying.cancel()
             if self.sub is not None:
                 await runtime.get_hub().unsubscribe(self.sub)

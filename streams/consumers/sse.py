@@ -51,7 +51,7 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 close=self._end_stream,
                 session=admission.session,
             )
-            recovered, missed = await subscription_start(self.sub, admission)
+            plan = await subscription_start(self.sub, admission)
         except Refusal as refusal:
             self.sub = None
             extra = [(b"www-authenticate", b"Bearer")] if refusal.http_status == 401 else []
@@ -64,15 +64,14 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 "type": "welcome",
                 "connection_id": self.sub.connection_id,
                 "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
-                "recovered": recovered,
+                "recovered": plan.recovered,
             },
             separators=(",", ":"),
         )
         opening = f"retry: 3000\n\nevent: welcome\ndata: {welcome}\n\n".encode()
-        opening += b"".join(envelope.sse_bytes() for envelope in missed)
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(opening, more_body=True)
-        await runtime.get_hub().go_live(self.sub)
+        self.replay(plan)
 
     async def _refuse(self, status: int, detail: str, *, extra: list) -> None:
         body = json.dumps({"detail": detail}).encode()

@@ -95,7 +95,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
                 close=self._close,
                 session=admission.session,
             )
-            recovered, missed = await subscription_start(self.sub, admission)
+            plan = await subscription_start(self.sub, admission)
         except Refusal as refusal:
             logger.info("websocket refused (%s): %s", refusal.close_code, refusal.detail)
             await self._close(refusal.close_code, refusal.detail[:120])
@@ -105,12 +105,10 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
                 "type": "welcome",
                 "connection_id": self.sub.connection_id,
                 "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
-                "recovered": recovered,
+                "recovered": plan.recovered,
             }
         )
-        for envelope in missed:
-            await self.send(text_data=envelope.frame)
-        await runtime.get_hub().go_live(self.sub)
+        self.replay(plan)
 
     async def _close(self, code: int, reason: str) -> None:
         """Closes with a code and a reason the client can read.

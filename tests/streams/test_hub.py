@@ -452,6 +452,34 @@ async def test_go_live_stops_at_a_failed_send_and_drops_the_connection(hub):
     assert hub.count(TENANT) == {"websocket": 0, "sse": 0}
 
 
+async def test_live_events_held_back_during_a_replay_are_bounded_in_bytes(hub, settings):
+    frame = len(envelope(1).frame)
+    settings.EVENTHUB_MAX_BUFFER_BYTES = 5 * frame
+    replaying, live = Client(), Client()
+    replaying.sub.pending = []
+    await joined(hub, replaying, live)
+    await hub.deliver(TENANT, [envelope(seq) for seq in range(1, 6)])
+    assert len(replaying.sub.pending) == 5  # up to the limit: held for the hand-over
+    await hub.deliver(TENANT, [envelope(6)])
+    await replaying.eventually(lambda: replaying.closed_with == 4008)
+    assert len(replaying.sub.pending) == 5, "nothing held past the limit"
+    assert live.seqs == [1, 2, 3, 4, 5, 6]
+    assert hub.count(TENANT) == {"websocket": 1, "sse": 0}
+
+
+async def test_go_live_starts_holding_from_nothing_again(hub, settings):
+    settings.EVENTHUB_MAX_BUFFER_BYTES = 3 * len(envelope(1).frame)
+    client = Client()
+    client.sub.pending = []
+    await joined(hub, client)
+    await hub.deliver(TENANT, [envelope(1), envelope(2), envelope(3)])
+    await hub.go_live(client.sub)
+    assert (client.sub.pending, client.sub.pending_bytes) == (None, 0)
+    await hub.deliver(TENANT, [envelope(seq) for seq in range(4, 10)])
+    assert client.seqs == list(range(1, 10))
+    assert client.closed_with is None
+
+
 async def test_shutdown_closes_every_connection_with_1001(backend):
     hub = Hub(backend)
     clients = [Client(), Client(transport="sse"), Client(tenant_id=2)]
