@@ -506,7 +506,8 @@ def main() -> None:
         failed |= bool(r["lost"] or errors or not r["server_alive"])
         print(
             f"| {r['attack']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['p99_ms'] / alone:.2f}x | {r['lost']} | {errors} | {r['rss_growth_mb']:.0f} |"
+            f"{r['p99_ms'] / alone:.2f}x | {r['lost']} | {errors} | {r['rss_growth_mb']:.0f} "
+            f"| {r['stalls_over_10ms']:.0f} | {r['worst_stall_le_ms']:.0f} |"
         )
     print()
     for r in results[1:]:
