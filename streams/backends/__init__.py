@@ -11,6 +11,12 @@ any number of processes act as one hub. Both offer the same coroutines:
   event (0: now), taking nothing; checked before a large body is read;
 - `buffered(tenant_id, from_seq, to_seq=None) -> list[Envelope]`: replay-buffer events with
   `from_seq <= seq (<= to_seq)`, in seq order;
+- `buffered_size(tenant_id, from_seq, to_seq, patterns) -> (first, held, bytes)`: the first
+  seq the buffer holds in that range (0: none), how many it holds, and about the bytes of event
+  JSON of those `patterns` match, without handing the events to the process (replay sizes a
+  gap with it before sending anything);
+- `buffered_page(tenant_id, from_seq, to_seq, max_events, max_bytes) -> list[Envelope]`: the
+  buffer's events from `from_seq` on, oldest first, as many as both limits allow (at least one);
 - `current_seq(tenant_id) -> int`: the last seq handed out;
 - `current_epoch(tenant_id) -> str | None`: the epoch of the ids handed out now (it changes
   when the sequence is re-seeded, e.g. by an emptied Redis); None before the first publish;

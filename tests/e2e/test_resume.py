@@ -2,10 +2,12 @@
 then live events: from the replay buffer, or from the persisted log after a restart."""
 
 import asyncio
+import json
 
 import pytest
+import websockets
 
-from tests.e2e.conftest import eventually, history, publish, publish_batch
+from tests.e2e.conftest import STALE_TIMEOUT, eventually, history, publish, publish_batch, stats
 
 pytestmark = pytest.mark.e2e
 
@@ -239,3 +241,107 @@ async def test_an_id_from_before_a_restart_resumes_across_events_published_after
     for client in (ws, sse):
         assert (await client.welcome())["recovered"] is True
         assert ids(await client.events(35)) == ids(before[20:]) + ids(after)
+
+
+# Bounded replay ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget_hub(make_hub):
+    """A hub that replays at most 20 000 bytes of event JSON per reconnect, 10 events from its
+    buffer and the rest from the log."""
+    return make_hub(EVENTHUB_REPLAY_MAX_BYTES="20000", EVENTHUB_REPLAY_WINDOW="10")
+
+
+async def test_a_gap_over_the_replay_byte_budget_is_not_recovered_then_live(
+    budget_hub, api, subscribers
+):
+    hub = budget_hub
+    tenant = hub.tenant()
+    accepted = await publish_batch(
+        api, hub, tenant.key, [{"topic": "feed", "data": "x" * 900}] * 40
+    )
+    await logged(api, hub, tenant.key, 40)
+
+    # 39 events of about 1 000 bytes each were missed: twice the budget.
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[0]["id"])
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": accepted[0]["id"]})
+
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is False
+    live = await publish(api, hub, tenant.key, "feed", "live")
+    for client in (ws, sse):
+        assert ids(await client.events(1)) == [live["id"]], "nothing replayed, then live"
+
+
+async def test_a_gap_within_the_replay_byte_budget_is_recovered(budget_hub, api, subscribers):
+    hub = budget_hub
+    tenant = hub.tenant()
+    accepted = await publish_batch(
+        api, hub, tenant.key, [{"topic": "feed", "data": "x" * 900}] * 40
+    )
+    await logged(api, hub, tenant.key, 40)
+
+    ws = await subscribers.ws(hub, tenant.key, last_event_id=accepted[24]["id"])
+    sse = await subscribers.sse(hub, tenant.key, headers={"Last-Event-ID": accepted[24]["id"]})
+
+    for client in (ws, sse):
+        assert (await client.welcome())["recovered"] is True
+        assert ids(await client.events(15)) == ids(accepted[25:])  # from the log, then buffer
+    live = await publish(api, hub, tenant.key, "feed", "live")
+    for client in (ws, sse):
+        assert ids(await client.events(1)) == [live["id"]]
+
+
+@pytest.fixture
+def big_event_hub(make_hub):
+    """A hub that takes events of up to 64 KiB and replays up to 64 MiB per reconnect."""
+    server = make_hub(
+        EVENTHUB_MAX_EVENT_BYTES="65536",
+        EVENTHUB_MAX_BODY_BYTES=str(4 * 1024 * 1024),
+        EVENTHUB_REPLAY_MAX_BYTES=str(64 * 1024 * 1024),
+    )
+    yield server
+    server.stop()
+
+
+async def test_a_client_that_does_not_read_its_replay_is_closed_as_a_slow_consumer(
+    big_event_hub, api
+):
+    hub = big_event_hub
+    tenant = hub.tenant()
+    accepted = []
+    for _ in range(8):  # 400 events of 60 kB: far more than the sockets' buffers hold
+        batch = [{"topic": "big", "data": "x" * 60_000}] * 50
+        accepted += await publish_batch(api, hub, tenant.key, batch)
+    # max_queue=1: the client library stops reading the socket once one frame waits.
+    stalled = await websockets.connect(
+        f"{hub.ws_url}/ws/v1/events?last_event_id={accepted[0]['id']}",
+        additional_headers=tenant.auth, ping_interval=None, max_queue=1, max_size=None,
+        proxy=None,
+    )  # fmt: skip
+    try:
+
+        async def gone():
+            return (await stats(api, hub, tenant.key))["connections"]["websocket"] == 0
+
+        await eventually(gone, STALE_TIMEOUT + 10, "the stalled replay to be closed")
+        # Reading on, it finds the replay so far, in order, then why it ended.
+        frames: list[dict] = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await read_until_closed(stalled, frames)
+    finally:
+        await stalled.close()
+    assert closed.value.rcvd.code == 4008
+    assert frames[0]["type"] == "welcome"
+    assert frames[0]["recovered"] is True
+    replayed = [f["id"] for f in frames if f["type"] == "event"]
+    assert 0 < len(replayed) < 399
+    assert replayed == ids(accepted[1 : 1 + len(replayed)])
+    assert frames[-1] == {"type": "error", "code": 4008, "detail": frames[-1]["detail"]}
+
+
+async def read_until_closed(websocket, frames: list[dict]) -> None:
+    """Reads frames into `frames` until the server closes (raises ConnectionClosed)."""
+    while True:
+        frames.append(json.loads(await asyncio.wait_for(websocket.recv(), 10)))

@@ -1,6 +1,7 @@
 """Reading the persisted event log: GET /api/v1/events."""
 
 import asyncio
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -186,3 +187,59 @@ async def test_another_tenants_events_never_appear(api_key, other_key):
     # Their ids name nothing of ours beyond our own seqs.
     assert (await history(api_key, after=theirs[0]["id"]))["results"] == []
     assert len((await history(other_key))["results"]) == 3
+
+
+# Pages bounded in bytes ---------------------------------------------------------------------
+
+
+async def all_pages(key: str, url: str) -> list[dict]:
+    """Every page from `url` on, following `next`."""
+    pages = []
+    async with asgi_client(key) as client:
+        while url:
+            response = await client.get(url)
+            assert response.status_code == 200, response.content
+            pages.append(response.json())
+            url = pages[-1]["next"]
+    return pages
+
+
+def page_bytes(events: list[dict]) -> int:
+    """The bytes of a page's events as the hub writes each (compact JSON) and joins them."""
+    return sum(len(json.dumps(e, separators=(",", ":")).encode()) + 1 for e in events)
+
+
+async def test_a_page_stops_at_the_byte_budget_and_next_goes_on_after_it(api_key, settings):
+    accepted = await publish_batch(api_key, [{"topic": "t", "data": "x" * 300}] * 10)
+    await wait_until_logged(api_key, 10)
+    one = page_bytes((await history(api_key, limit=1))["results"])
+    settings.EVENTHUB_HISTORY_MAX_BYTES = 3 * one + one // 2
+
+    pages = await all_pages(api_key, "/api/v1/events?limit=100")
+
+    assert [len(p["results"]) for p in pages] == [3, 3, 3, 1]
+    assert all(page_bytes(p["results"]) <= settings.EVENTHUB_HISTORY_MAX_BYTES for p in pages)
+    seen = [e["id"] for p in pages for e in p["results"]]
+    assert seen == [a["id"] for a in accepted]
+    query = parse_qs(urlsplit(pages[0]["next"]).query)
+    assert query == {"after": [accepted[2]["id"]], "limit": ["100"]}
+
+
+async def test_a_page_holds_one_event_larger_than_the_byte_budget(api_key, settings):
+    accepted = await publish_batch(api_key, [{"topic": "t.a", "data": "y" * 500}] * 3)
+    await wait_until_logged(api_key, 3)
+    settings.EVENTHUB_HISTORY_MAX_BYTES = 10
+
+    pages = await all_pages(api_key, "/api/v1/events?topic=t.*")
+
+    assert [[e["id"] for e in p["results"]] for p in pages] == [[a["id"]] for a in accepted]
+    assert all(e["data"] == "y" * 500 for p in pages for e in p["results"])
+
+
+async def test_a_page_within_the_byte_budget_still_stops_at_the_limit(api_key):
+    await publish_topics(api_key, "a", "b", "c")
+    await wait_until_logged(api_key, 3)
+    page = await history(api_key, limit=3)
+    assert [e["topic"] for e in page["results"]] == ["a", "b", "c"]
+    assert page["next"] is not None
+    assert (await history(api_key, after=page["results"][-1]["id"]))["results"] == []
