@@ -305,7 +305,14 @@ class Hub:
         ws_bytes = None
         sse = None
         delivered = 0
-        for sub in recipients:
+        since = started
+        for count, sub in enumerate(recipients, 1):
+            if not count % 64 and time.perf_counter() - since > FAIR_SLICE_SECONDS:
+                # A broadcast to thousands is cut into turns too: what other tenants need
+                # from the loop waits for one slice of it, not all of it. The tenant's next
+                # broadcast still starts after this one ends (its delivery lock).
+                await asyncio.sleep(0)
+                since = time.perf_counter()
             if sub.pending is not None:
                 if not sub.hold(envelope):
                     self._drop(sub, 4008, "slow consumer: reconnect with your last id")
