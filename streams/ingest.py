@@ -84,7 +84,13 @@ class PublishEndpoint:
         # a request whose client left, and a publish cut between sequencing and its
         # Idempotency-Key record would be published again by the client's retry.
         publish.add_done_callback(_consume)
-        return await asyncio.shield(publish)
+        try:
+            return await asyncio.shield(publish)
+        finally:
+            # A failed publish's traceback holds this frame, and this frame the task holding
+            # the exception: a cycle only the collector frees, that would keep the body (and
+            # its text) in memory until then.
+            del publish
 
     async def _respond(self, scope, send, status: int, body, extra: list) -> None:
         content = _renderer.render(body)
