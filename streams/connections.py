@@ -165,6 +165,7 @@ class Subscriber:
         "key_id",
         "last_seen",
         "last_seq",
+        "opening",
         "patterns",
         "pending",
         "pending_bytes",
@@ -199,6 +200,8 @@ class Subscriber:
         self.last_seq = 0
         self.epoch: str | None = None  # of the events it got while replaying, when known
         self.last_seen = time.monotonic()
+        # True from joining the hub until its welcome is sent: nothing else may go first.
+        self.opening = False
         # Not None while replaying: live events wait here so replay hands over without a gap.
         self.pending: list[Envelope] | None = None
         self.pending_bytes = 0
@@ -206,10 +209,12 @@ class Subscriber:
 
     def hold(self, envelope: Envelope) -> bool:
         """Keeps a live event back while the connection replays (`pending` is not None);
-        False when the events held would pass EVENTHUB_MAX_BUFFER_BYTES: a replay that long
-        makes the connection a slow consumer, whose memory must not grow without bound."""
+        False when the events held would pass half of EVENTHUB_MAX_BUFFER_BYTES: a replay that
+        long makes the connection a slow consumer, whose memory must not grow without bound.
+        (Half: written at the hand-over on top of what the replay left unread, they must not
+        reach the heartbeat's slow-consumer limit by themselves.)"""
         self.pending_bytes += len(envelope.frame)
-        if self.pending_bytes > settings.EVENTHUB_MAX_BUFFER_BYTES:
+        if self.pending_bytes > settings.EVENTHUB_MAX_BUFFER_BYTES // 2:
             return False
         self.pending.append(envelope)
         return True

@@ -402,7 +402,7 @@ class Hub:
             sub
             for tenant in self.tenants.values()
             for sub in tenant.subscribers
-            if sub.pending is None  # still opening: checked on the next round
+            if not sub.opening  # not welcomed yet: checked on the next round
         ]
         if not subs:
             return
@@ -452,8 +452,8 @@ class Hub:
         max_backlog = settings.EVENTHUB_MAX_BUFFER_BYTES
         for tenant in list(self.tenants.values()):
             for sub in list(tenant.subscribers):
-                if sub.closed or sub.pending is not None:
-                    continue  # still opening: its welcome must be the first thing it gets
+                if sub.closed or sub.opening:
+                    continue  # its welcome must be the first thing it gets
                 if sub.transport == "websocket" and now - sub.last_seen > stale:
                     await self.close(sub, 4408, "no frame from the client in time")
                     continue

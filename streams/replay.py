@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -220,13 +220,33 @@ async def _send_page(sub: Subscriber, page: list[Envelope]) -> None:
     await sub.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _drained(sub: Subscriber) -> bool:
-    """Waits until the client has taken what it was sent off the server, but for less than a
-    page; False when it has not within EVENTHUB_STALE_TIMEOUT (a slow consumer)."""
-    await asyncio.sleep(0)  # a page at a time: the loop's other work goes on between them
+def _write_bytes() -> int:
+    """Bytes of event JSON written at once, and left unread before the next write: far enough
+    under EVENTHUB_MAX_BUFFER_BYTES that the heartbeat's slow-consumer check never catches a
+    client that reads."""
+    return max(1, min(PAGE_BYTES, settings.EVENTHUB_MAX_BUFFER_BYTES // 4))
+
+
+def _writes(page: list[Envelope], most: int) -> Iterator[list[Envelope]]:
+    """The page in runs of at most `most` bytes of event JSON (one event at least)."""
+    run: list[Envelope] = []
+    size = 0
+    for envelope in page:
+        size += len(envelope.frame)
+        if run and size > most:
+            yield run
+            run, size = [], len(envelope.frame)
+        run.append(envelope)
+    if run:
+        yield run
+
+
+async def _drained(sub: Subscriber, most: int) -> bool:
+    """Waits until the client has left at most `most` bytes of what it was sent unread on the
+    server; False when it has not within EVENTHUB_STALE_TIMEOUT (a slow consumer)."""
+    await asyncio.sleep(0)  # a write at a time: the loop's other work goes on between them
     if sub.backlog is None:
         return True  # not daphne: the server shows no backlog to wait on
-    most = min(PAGE_BYTES, settings.EVENTHUB_MAX_BUFFER_BYTES // 2)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.EVENTHUB_STALE_TIMEOUT
     delay = DRAIN_POLL_FIRST
@@ -242,27 +262,31 @@ async def replay_stream(sub: Subscriber, plan: ReplayPlan) -> None:
     """Sends a connection its planned replay, then hands it to live delivery (`Hub.go_live`).
 
     Called once the welcome is sent, in a task of the consumer's, which goes on reading the
-    client meanwhile. Each page is read and sent once the client has taken the one before off
-    the server; one that does not within EVENTHUB_STALE_TIMEOUT is closed as a slow consumer
-    (4008), as is one whose live events held back meanwhile pass EVENTHUB_MAX_BUFFER_BYTES
-    (`Subscriber.hold`). Either way it reconnects with the last id it got.
+    client meanwhile. Pages are written a run of `_write_bytes()` at a time, each once the
+    client has taken all but that much of the one before off the server, and read when the
+    last run of the page before is written; a client that does not take it within
+    EVENTHUB_STALE_TIMEOUT is closed as a slow consumer (4008), as is one whose live events held
+    back meanwhile pass EVENTHUB_MAX_BUFFER_BYTES (`Subscriber.hold`). Either way it reconnects
+    with the last id it got.
     """
     hub = runtime.get_hub()
+    most = _write_bytes()
     if plan.recovered:
         try:
             async with contextlib.aclosing(replay_pages(plan)) as pages:
                 async for page in pages:
-                    if sub.closed:
-                        return
-                    try:
-                        await _send_page(sub, page)
-                    except Exception:
-                        logger.warning("dropping connection %s: a send failed", sub.connection_id)
-                        await hub.close(sub, 1011, "send failed")
-                        return
-                    if not await _drained(sub):
-                        await hub.close(sub, SLOW_CONSUMER, SLOW_REASON)
-                        return
+                    for run in _writes(page, most):
+                        if sub.closed:
+                            return
+                        try:
+                            await _send_page(sub, run)
+                        except Exception:
+                            logger.warning("dropping %s: a send failed", sub.connection_id)
+                            await hub.close(sub, 1011, "send failed")
+                            return
+                        if not await _drained(sub, most):
+                            await hub.close(sub, SLOW_CONSUMER, SLOW_REASON)
+                            return
         except ReplayInterrupted:
             await hub.close(sub, SLOW_CONSUMER, SLOW_REASON)
             return

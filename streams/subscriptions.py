@@ -173,7 +173,7 @@ async def subscription_start(sub: Subscriber, admission: Admission) -> ReplayPla
     sends the replay and ends by handing the connection to live delivery.
     """
     hub = runtime.get_hub()
-    sub.pending = []
+    sub.opening, sub.pending = True, []
     try:
         await hub.subscribe(sub, max_connections=admission.max_connections)
         if admission.last_event_id is None:

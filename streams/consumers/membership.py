@@ -18,7 +18,9 @@ class HubMembershipMixin:
     def replay(self, plan: ReplayPlan) -> None:
         """Called once the welcome is sent: streams the replay, then live events, in a task of
         its own, so that the consumer goes on handling its client's messages meanwhile (its
-        frames, its disconnect)."""
+        frames, its disconnect). From now on the hub's heartbeat watches the connection (pings,
+        the stale and slow-consumer checks, revocation), its replay included."""
+        self.sub.opening = False
         self.replaying = asyncio.get_running_loop().create_task(
             replay_stream(self.sub, plan), name=f"eventhub-replay-{self.sub.connection_id}"
         )

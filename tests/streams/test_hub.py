@@ -454,7 +454,7 @@ async def test_go_live_stops_at_a_failed_send_and_drops_the_connection(hub):
 
 async def test_live_events_held_back_during_a_replay_are_bounded_in_bytes(hub, settings):
     frame = len(envelope(1).frame)
-    settings.EVENTHUB_MAX_BUFFER_BYTES = 5 * frame
+    settings.EVENTHUB_MAX_BUFFER_BYTES = 10 * frame  # half of it held back at most
     replaying, live = Client(), Client()
     replaying.sub.pending = []
     await joined(hub, replaying, live)
@@ -468,7 +468,7 @@ async def test_live_events_held_back_during_a_replay_are_bounded_in_bytes(hub, s
 
 
 async def test_go_live_starts_holding_from_nothing_again(hub, settings):
-    settings.EVENTHUB_MAX_BUFFER_BYTES = 3 * len(envelope(1).frame)
+    settings.EVENTHUB_MAX_BUFFER_BYTES = 6 * len(envelope(1).frame)
     client = Client()
     client.sub.pending = []
     await joined(hub, client)
