@@ -144,7 +144,7 @@ def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
 # and writes the time out in ISO 8601.
 MEMBER_TO_FRAME_BYTES = 66
 # Members one BUFFER_SIZE call reads: Redis serves every tenant, so no call holds it for long.
-BUFFER_SIZE_CHUNK = 256
+BUFFER_SIZE_CHUNK = 64
 
 # How much of the buffer a replay would send, read without sending it to the process:
 # {members read, how many the patterns (ARGV[4] on) match, their bytes, first seq, last seq}.
@@ -172,15 +172,19 @@ return {#members, matched, size, first, last}
 """
 
 # One page of a replay from the buffer: at most ARGV[3] members, as many as fit in ARGV[4]
-# bytes (at least one).
+# bytes (at least one), read 16 at a time so that large members are not all copied for nothing.
 BUFFER_PAGE = """
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
-local budget = tonumber(ARGV[4])
+local most, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local page, size = {}, 0
-for i, member in ipairs(members) do
-  size = size + #member
-  if i > 1 and size > budget then break end
-  page[i] = member
+while #page < most do
+  local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2],
+    'LIMIT', #page, math.min(16, most - #page))
+  if #members == 0 then break end
+  for _, member in ipairs(members) do
+    size = size + #member
+    if #page > 0 and size > budget then return page end
+    page[#page + 1] = member
+  end
 end
 return page
 """

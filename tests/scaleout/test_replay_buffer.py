@@ -77,7 +77,7 @@ async def test_the_buffer_is_sized_in_redis_by_the_topics_matched(engine, tenant
 
 
 async def test_a_buffer_page_stops_at_its_bytes_or_events_and_holds_at_least_one(engine, tenant_id):
-    published = await publish(engine, tenant_id, [("t", "x" * 100)] * 10)
+    published = await publish(engine, tenant_id, [("t", "x" * 100)] * 40)
     seqs = [e.seq for e in published]
     member = len(published[0].frame) - 66  # about a member's size
 
