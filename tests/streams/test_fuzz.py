@@ -445,6 +445,22 @@ def test_any_event_stream_request_is_opened_or_refused_with_json(
 
 # WebSocket client frames --------------------------------------------------------------------
 
+# contract v2: a client frame over this many bytes closes the WebSocket with 1009.
+MAX_CLIENT_FRAME_BYTES = 4096
+MESSAGE_TOO_BIG = 1009
+
+
+def frame_bytes(frame: str | bytes) -> int:
+    return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+
+
+def padded_ping(size: int, pad: str = "x") -> str:
+    """A ping of exactly `size` bytes of UTF-8 (give or take one when `pad` is multi-byte)."""
+    empty = json.dumps({"type": "ping", "pad": ""}, ensure_ascii=False)
+    count = (size - len(empty.encode())) // len(pad.encode())
+    return json.dumps({"type": "ping", "pad": pad * count}, ensure_ascii=False)
+
+
 client_frames = st.one_of(
     st.fixed_dictionaries(
         {"type": st.sampled_from(["ping", "pong", "subscribe", ""]) | json_values},
@@ -454,7 +470,12 @@ client_frames = st.one_of(
     st.text(min_size=1, max_size=100),
     st.binary(min_size=1, max_size=100),
     st.integers(1, 200).map(nested),
-    st.integers(1_000, 100_000).map(nested),  # deeper than the JSON decoder goes
+    # Deeper than the JSON decoder goes, within the frame limit (2048 levels are 4096 bytes).
+    st.integers(1_000, MAX_CLIENT_FRAME_BYTES // 2).map(nested),
+    st.integers(MAX_CLIENT_FRAME_BYTES // 2 + 1, 100_000).map(nested),  # over the limit
+    # Either side of the limit: pings of 4000-4200 bytes, ASCII or two bytes a character.
+    st.builds(padded_ping, st.integers(4_000, 4_200), st.sampled_from(["x", "\u00e9"])),
+    st.binary(min_size=4_000, max_size=4_200),
 )
 
 
@@ -462,11 +483,21 @@ client_frames = st.one_of(
 @FUZZ
 @given(frames=st.lists(client_frames, min_size=1, max_size=6))
 def test_any_client_frames_get_pong_or_4400_and_never_crash_the_consumer(fuzz_key, frames):
+    """Of any size: a frame over 4096 bytes closes with 1009 (no error frame: 1009 is not an
+    application code), one within it is answered as before."""
+
     async def run():
         bystander = await welcomed(fuzz_key)
         socket = await welcomed(fuzz_key)
         open_ = True
         for frame in frames:
+            if frame_bytes(frame) > MAX_CLIENT_FRAME_BYTES:
+                await socket.send(
+                    **({"data": frame} if isinstance(frame, bytes) else {"text": frame})
+                )
+                assert await socket.closed() == MESSAGE_TOO_BIG
+                open_ = False
+                break
             if isinstance(frame, bytes):
                 await socket.send(data=frame)
                 message = None
@@ -526,9 +557,24 @@ def test_an_event_id_with_non_decimal_digits_is_a_bad_request(fuzz_key, surface)
 def test_a_deeply_nested_client_frame_is_closed_with_4400(fuzz_key):
     async def run():
         socket = await welcomed(fuzz_key)
-        await socket.send(text=nested(100_000))
+        # 2048 levels: exactly the frame limit (4096 bytes), past the JSON decoder's depth.
+        frame = nested(MAX_CLIENT_FRAME_BYTES // 2)
+        assert frame_bytes(frame) == MAX_CLIENT_FRAME_BYTES
+        await socket.send(text=frame)
         assert (await socket.frame())["code"] == 4400
         assert await socket.closed() == 4400
+        await socket.leave()
+
+    in_fresh_process(run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deeply_nested_client_frame_over_4096_bytes_is_closed_with_1009(fuzz_key):
+    async def run():
+        socket = await welcomed(fuzz_key)
+        await socket.send(text=nested(100_000))
+        assert await socket.closed() == MESSAGE_TOO_BIG
+        assert await socket.app.receive_nothing(timeout=0.05)  # no error frame before or after
         await socket.leave()
 
     in_fresh_process(run)
