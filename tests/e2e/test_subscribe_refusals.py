@@ -76,17 +76,28 @@ async def test_a_subscriber_of_a_suspended_tenant_is_refused_as_forbidden(hub, s
     assert "suspended" in sse.body["detail"]
 
 
-FIFTY_ONE_TOPICS = ",".join(f"t{i}" for i in range(51))
+# Contract v2: a subscription holds at most 100 patterns. Short ones, so that the request line
+# stays far below what daphne reads (about 16 KiB).
+MAX_PATTERNS = 100
+ONE_HUNDRED_TOPICS = ",".join(f"t{i}" for i in range(MAX_PATTERNS))
+ONE_HUNDRED_AND_ONE_TOPICS = ",".join(f"t{i}" for i in range(MAX_PATTERNS + 1))
 
 
 @pytest.mark.parametrize(
     "topics",
-    ["has space", "orders.**", "*.created", "a,,b", "x" * 202, FIFTY_ONE_TOPICS],
+    ["has space", "orders.**", "*.created", "a,,b", "x" * 202, ONE_HUNDRED_AND_ONE_TOPICS],
     ids=["space", "double-star", "star-first", "empty-entry", "too-long", "too-many"],
 )
 async def test_malformed_topics_are_refused_as_a_bad_request(hub, tenant, subscribers, topics):
     assert_ws_refused(await subscribers.ws_refused(hub, tenant.key, topics=topics), 4400)
     assert_sse_refused(await subscribers.sse_refused(hub, tenant.key, topics=topics), 400)
+
+
+async def test_a_subscription_of_exactly_100_patterns_is_admitted(hub, tenant, subscribers):
+    ws = await subscribers.ws(hub, tenant.key, topics=ONE_HUNDRED_TOPICS)
+    sse = await subscribers.sse(hub, tenant.key, topics=ONE_HUNDRED_TOPICS)
+    await ws.welcome()
+    await sse.welcome()
 
 
 async def test_a_tenant_over_its_connection_limit_is_refused_with_429(hub, api, subscribers):
