@@ -57,8 +57,8 @@ NOT_RECOVERED = ReplayPlan(recovered=False)
 
 
 class ReplayInterrupted(Exception):
-    """Raised when the buffer dropped planned events before they were sent: the client read
-    slower than the tenant published."""
+    """Raised when planned events are gone from the buffer before they were sent (the client
+    read slower than the tenant published) and the log does not hold them (yet)."""
 
 
 def _matching(envelopes: list[Envelope], patterns: tuple[str, ...]) -> list[Envelope]:
