@@ -224,7 +224,7 @@ class _BatchReader:
         while True:
             if not text.startswith('"', i):
                 self._fail("Expecting property name enclosed in double quotes", i)
-            key, i = self._value(i, len(text))
+            key, i = self._value(i, self.window)
             i = self._skip(i)
             if not text.startswith(":", i):
                 self._fail("Expecting ':' delimiter", i)
