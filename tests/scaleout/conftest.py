@@ -51,8 +51,24 @@ def pg_database():
 
 
 @pytest.fixture
-def redis_url():
-    """A database of the machine's Redis, emptied before and after."""
+def redis_url(request, tmp_path):
+    """A Redis no other test uses: a redis-server of the test's own when the machine has the
+    binary, else database 11 of the machine's Redis, emptied before and after.
+
+    The hub's keys are fixed (one deployment, one Redis), so two hubs on one Redis database
+    share their log stream, consumer group and sequences: a test session running while another
+    one (in a second checkout, say) used database 11 lost events to the other's worker, got
+    the other's events in its log and saw its sequences reset by the other's flush.
+    """
+    if shutil.which("redis-server") is not None:
+        server = OwnRedis(tmp_path, persistent=False)
+        server.start()
+        yield server.url
+        # The test's processes first: stopping without Redis, they would retry and complain.
+        for cluster in getattr(request.node, "clusters", ()):
+            cluster.stop_all()
+        server.stop()
+        return
     _require("Redis", _reachable(REDIS_PORT))
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=11)
     client.flushdb()
@@ -62,12 +78,13 @@ def redis_url():
 
 
 class OwnRedis:
-    """A redis-server of the test's own, on a free port, with an append-only file so that a
-    restart keeps what it held (as a production Redis for the hub should)."""
+    """A redis-server of the test's own, on a free port; `persistent`: with an append-only
+    file so that a restart keeps what it held (as a production Redis for the hub should)."""
 
-    def __init__(self, workdir) -> None:
+    def __init__(self, workdir, *, persistent: bool = True) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -79,13 +96,17 @@ class OwnRedis:
             [
                 shutil.which("redis-server") or "redis-server",
                 "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
+                "--dir", str(self.workdir),
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else
+                  ["--appendonly", "no"]),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"own redis-server exited with {self.proc.returncode}")
             if _reachable(self.port):
                 return
             time.sleep(0.05)
@@ -129,8 +150,9 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(tmp_path):
+def make_cluster(request, tmp_path):
     clusters: list[Cluster] = []
+    request.node.clusters = clusters  # for redis_url, stopped after them
 
     def make(**env: str) -> Cluster:
         environment = base_env(EVENTHUB_HEARTBEAT_INTERVAL="1", EVENTHUB_STALE_TIMEOUT="10", **env)
