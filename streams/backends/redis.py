@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 LOG_STREAM = "eventhub:log"
 PROCESSES = "eventhub:processes"
 PROCESS_TTL = 15.0
+TRANSPORTS = ("websocket", "sse")
 
 
 def _key(tenant_id: int, what: str) -> str:
@@ -94,29 +95,31 @@ return redis.call('HGET', KEYS[1], 'last')
 """
 
 # Admission under `--max-connections` in one step, so that processes admitting at the same
-# moment cannot overshoot: the tenant's counts on the live processes (and this one) are summed,
-# and this process's count grows only while the total is below the limit. 1: admitted.
+# moment cannot overshoot: the tenant's counts on the other live processes are summed with this
+# process's own (ARGV[6], from the process: its field in Redis may have been lost), and this
+# process's field is set to its count with the new connection (ARGV[7]) only while the total is
+# below the limit. Returns {admitted (1/0), whether this process was missing from PROCESSES}.
 CONNECTION_ACQUIRE = """
 local limit = tonumber(ARGV[3])
 local since = tonumber(ARGV[4])
 local fields = redis.call('HGETALL', KEYS[1])
 local live = {}
-local total = 0
+local total = tonumber(ARGV[6])
 for i = 1, #fields, 2 do
   local count = tonumber(fields[i + 1]) or 0
-  if count > 0 then
-    local process = string.match(fields[i], '^(.*)|') or ''
+  local process = string.match(fields[i], '^(.*)|') or ''
+  if count > 0 and process ~= ARGV[1] then
     if live[process] == nil then
       local seen = redis.call('ZSCORE', KEYS[2], process)
-      live[process] = process == ARGV[1] or (seen and tonumber(seen) >= since) or false
+      live[process] = (seen and tonumber(seen) >= since) or false
     end
     if live[process] then total = total + count end
   end
 end
-if total >= limit then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-return 1
+local missing = redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+if total >= limit then return {0, missing} end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[7])
+return {1, missing}
 """
 
 
@@ -218,7 +221,14 @@ class RedisBackend:
         self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
         self._delivered: defaultdict[int, int] = defaultdict(int)
+        # This process's connections per (tenant, transport): the truth its fields in Redis
+        # are set to (never incremented there, so a Redis that lost them is repaired by the
+        # next write instead of going negative). Written under `_counting`, one write at a
+        # time, so that Redis applies them in order; `_unwritten` are the keys changed since.
         self._connections: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._unwritten: set[tuple[int, str]] = set()
+        self._counting = asyncio.Lock()
+        self._rewrite_all = False
         self._acquiring: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
 
@@ -404,17 +414,33 @@ class RedisBackend:
         is awaited in a task of its own, which gives the count back when nobody is waiting.
         """
         abandoned = False
+        key = (tenant_id, transport)
 
         async def acquire() -> bool:
-            now = time.time()
-            field = f"{self.process_id}|{transport}"
-            admitted = await self._connection_acquire(
-                keys=[_key(tenant_id, "connections"), PROCESSES],
-                args=[self.process_id, field, limit, now - PROCESS_TTL, now],
-            )
-            if not admitted:
-                return False
-            self._connections[(tenant_id, transport)] += 1
+            async with self._counting:
+                now = time.time()
+                mine = sum(self._connections.get((tenant_id, t), 0) for t in TRANSPORTS)
+                try:
+                    admitted, missing = await self._connection_acquire(
+                        keys=[_key(tenant_id, "connections"), PROCESSES],
+                        args=[
+                            self.process_id,
+                            f"{self.process_id}|{transport}",
+                            limit,
+                            now - PROCESS_TTL,
+                            now,
+                            mine,
+                            self._connections.get(key, 0) + 1,
+                        ],
+                    )
+                except BaseException:
+                    self._unwritten.add(key)  # the script may have run: write the truth again
+                    raise
+                if missing:  # Redis lost this process (emptied, restarted): write all again
+                    self._rewrite_all = True
+                if not admitted:
+                    return False
+                self._connections[key] += 1
             if abandoned:
                 await self.connection_change(tenant_id, transport, -1)
             return True
@@ -426,21 +452,54 @@ class RedisBackend:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             abandoned = True
+            if task.done() and not task.cancelled() and task.exception() is None and task.result():
+                # Admitted just as this connect was cancelled, too late for acquire() to see it.
+                give_back = self.loop.create_task(self.connection_change(tenant_id, transport, -1))
+                self._acquiring.add(give_back)
+                give_back.add_done_callback(self._acquiring.discard)
             raise
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
 
     async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None:
-        self._connections[(tenant_id, transport)] += delta
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hincrby(
-                    _key(tenant_id, "connections"), f"{self.process_id}|{transport}", delta
-                )
-                pipe.zadd(PROCESSES, {self.process_id: time.time()})
-                await pipe.execute()
-        except RedisError:
-            logger.warning("could not record a connection change; the next sync repairs it")
+        key = (tenant_id, transport)
+        self._connections[key] += delta
+        self._unwritten.add(key)
+        await self._write_connections()
+
+    async def _write_connections(self) -> None:
+        """Sets this process's fields in Redis to its counts, for the keys changed since the
+        last write (all of them after Redis lost this process). Changes made while another
+        write was in flight are written together by the next one."""
+        async with self._counting:
+            if self._rewrite_all:
+                self._unwritten.update(self._connections)
+            if not self._unwritten:
+                return
+            keys, self._unwritten, self._rewrite_all = self._unwritten, set(), False
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for tenant_id, transport in keys:
+                        hash_key = _key(tenant_id, "connections")
+                        field = f"{self.process_id}|{transport}"
+                        count = self._connections.get((tenant_id, transport), 0)
+                        if count > 0:
+                            pipe.hset(hash_key, field, count)
+                        else:
+                            pipe.hdel(hash_key, field)
+                    pipe.zadd(PROCESSES, {self.process_id: time.time()})
+                    *_, missing = await pipe.execute()
+            except BaseException as exc:
+                self._unwritten |= keys  # written by the next write, or the next sync
+                if not isinstance(exc, RedisError):
+                    raise
+                logger.warning("could not record a connection change; the next sync repairs it")
+                return
+            if missing:
+                self._rewrite_all = True
+            for key in keys:  # nothing kept for a tenant's transport without connections
+                if self._connections.get(key, 1) <= 0 and key not in self._unwritten:
+                    del self._connections[key]
 
     async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
         """Live connections of the tenant on every process that is still alive."""
@@ -449,8 +508,9 @@ class RedisBackend:
             p.decode()
             for p in await self.redis.zrangebyscore(PROCESSES, time.time() - PROCESS_TTL, "+inf")
         )
-        alive.add(self.process_id)
-        totals = {"websocket": 0, "sse": 0}
+        alive.discard(self.process_id)
+        # This process's own from its counts: its fields may be on their way to Redis.
+        totals = {t: max(0, self._connections.get((tenant_id, t), 0)) for t in TRANSPORTS}
         for field, value in fields.items():
             process, _, transport = field.decode().rpartition("|")
             if process in alive and transport in totals:
@@ -487,13 +547,20 @@ class RedisBackend:
                         pipe.hincrby(_key(tenant_id, "stats"), "delivered", n)
                     pipe.zadd(PROCESSES, {self.process_id: time.time()})
                     pipe.zremrangebyscore(PROCESSES, "-inf", time.time() - 24 * 3600)
-                    await pipe.execute()
+                    *_, missing, _ = await pipe.execute()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 for tenant_id, n in delivered.items():
                     self._delivered[tenant_id] += n
                 logger.warning("redis housekeeping failed; retrying")
+                continue
+            # Redis lost this process (emptied, restarted), or a count could not be written:
+            # its connections count again once their fields are back.
+            if missing:
+                self._rewrite_all = True
+            if self._rewrite_all or self._unwritten:
+                await self._write_connections()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -67,5 +67,43 @@ async def test_a_connect_cancelled_while_redis_answers_leaves_no_count_behind(en
     field = f"{engine.process_id}|websocket"
     await asyncio.wait_for(asyncio.gather(*engine._acquiring), 5)  # the script's own task
     # Counted by the script after all, then given back.
-    assert await engine.redis.hget(_key(TENANT, "connections"), field) == b"0"
+    assert await engine.redis.hget(_key(TENANT, "connections"), field) is None
     assert engine._connections[(TENANT, "websocket")] == 0
+
+
+# Redis emptied (a restart without persistence, a failover, a FLUSHDB) while connections are
+# open: the counts it held are gone, but the processes still know theirs.
+
+
+async def test_a_process_counts_its_own_connections_after_redis_lost_them(engines):
+    engine = engines[0]
+    assert await acquire(engine, 1)
+    await engine.redis.flushdb()
+    assert not await acquire(engine, 1)
+    assert not await acquire(engine, 1, "sse")
+
+
+async def test_connections_closed_after_redis_lost_their_counts_leave_none_negative(engines):
+    first, second = engines
+    assert await acquire(first, 2)
+    assert await acquire(first, 2, "sse")
+    await first.redis.flushdb()
+    await first.connection_change(TENANT, "websocket", -1)
+    await first.connection_change(TENANT, "sse", -1)
+    assert await first.redis.hgetall(_key(TENANT, "connections")) == {}
+    # Counted from zero, not from -1: the tenant gets its limit, not more.
+    outcomes = [await acquire(second, 2) for _ in range(4)]
+    assert outcomes == [True, True, False, False]
+
+
+async def test_a_process_writes_its_counts_again_once_redis_lost_them(engines):
+    first, second = engines
+    assert await acquire(first, 2)
+    await first.redis.flushdb()
+    first.start()  # its sync, every second, finds it gone from Redis and writes its counts
+    deadline = time.monotonic() + 5
+    while await live(second) != 1:
+        assert time.monotonic() < deadline, "the lost count was not written again"
+        await asyncio.sleep(0.1)
+    assert await acquire(second, 2)
+    assert not await acquire(second, 2)

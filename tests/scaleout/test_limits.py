@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
 
 from tests.clients import SseSubscriber, WsSubscriber
@@ -187,6 +188,40 @@ async def test_a_crowd_connecting_at_once_to_both_processes_gets_exactly_the_lim
     # The refused ones left no count behind, and the admitted ones take theirs away when they
     # leave: a second crowd gets the whole limit again.
     for client in admitted:
+        await client.close()
+
+    async def none_left():
+        return all([await live_connections(web, key) == 0 for web in (hub.web_a, hub.web_b)])
+
+    await wait_for(none_left, 5, "the connections to be gone on both processes")
+    again = await crowd(hub, key, 20)
+    assert len(again) == limit
+    for client in again:
+        await client.close()
+
+
+async def test_a_crowd_after_redis_lost_the_counts_gets_exactly_the_limit(hub):
+    """Redis emptied while connections are open (restarted without persistence, failed over;
+    or, as in a test run once, another session's FLUSHDB): each process writes its counts
+    again, and connections closing meanwhile do not leave counts below zero behind (-1 was
+    read as 0: each such close let one more connection in)."""
+    limit = 2
+    key = hub.tenant_key("emptied", "--max-connections", str(limit))
+    first = await crowd(hub, key, 20)
+    assert len(first) == limit
+    emptied = aioredis.Redis.from_url(hub.env["REDIS_URL"])
+    try:
+        await emptied.flushdb()
+    finally:
+        await emptied.aclose()
+
+    async def counted_again():
+        return all([await live_connections(web, key) == limit for web in (hub.web_a, hub.web_b)])
+
+    await wait_for(counted_again, 5, "both processes to see the open connections again")
+    assert await crowd(hub, key, 10) == []
+
+    for client in first:
         await client.close()
 
     async def none_left():
