@@ -11,7 +11,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from eventhub import gctuning, redaction  # noqa: E402
+from eventhub import daphne_bodies, gctuning, redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
 from eventhub.sessions import SessionWhenCookie  # noqa: E402
 from streams import runtime  # noqa: E402
@@ -23,6 +23,7 @@ from streams.routing import (  # noqa: E402
 
 redaction.install()
 runtime.install_shutdown_hook()
+daphne_bodies.install()
 
 application = ProtocolTypeRouter(
     {
