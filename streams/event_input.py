@@ -200,7 +200,6 @@ class _BatchReader:
         self.text = text
         self.slicer = slicer
         self.window = body_limit(batch=False) or len(text)
-        self.depth_left = MAX_JSON_DEPTH - 2  # the object and the list around each event
 
     async def read(self) -> list[EventInput]:
         text = self.text
@@ -208,7 +207,7 @@ class _BatchReader:
         if text.startswith("{", i):
             return await self._read_object(i + 1)
         # Not an object: as a whole parse would, check it is JSON, then refuse its shape.
-        value, i = self._value(i, self.window)
+        value, i = self._value(i, MAX_JSON_DEPTH)
         self._end(i)
         return _validate_whole(value, batch=True)
 
@@ -224,7 +223,7 @@ class _BatchReader:
         while True:
             if not text.startswith('"', i):
                 self._fail("Expecting property name enclosed in double quotes", i)
-            key, i = self._value(i, self.window)
+            key, i = self._value(i, 0)
             i = self._skip(i)
             if not text.startswith(":", i):
                 self._fail("Expecting ':' delimiter", i)
@@ -233,7 +232,7 @@ class _BatchReader:
                 events, errors, i = await self._read_events(i + 1)
                 other_events = _MISSING
             else:
-                value, i = self._value(i, self.window)
+                value, i = self._value(i, MAX_JSON_DEPTH - 1)  # within the object
                 if key == "events":  # the last one counts, as in a whole parse
                     other_events, events, errors = value, None, {}
                 del value
@@ -266,10 +265,8 @@ class _BatchReader:
         while True:
             if index >= settings.EVENTHUB_MAX_BATCH:
                 raise _batch_too_long()
-            start = i
-            item, i = self._value(i, self.window)
-            if json_deeper(text[start:i], self.depth_left):
-                raise ParseError("JSON is nested too deeply.")
+            # Within the object and the list.
+            item, i = self._value(i, MAX_JSON_DEPTH - 2)
             await self.slicer.maybe_yield()
             try:
                 events.append(EventInputSerializer().run_validation(item))
@@ -286,9 +283,10 @@ class _BatchReader:
                 return events, errors, i + 1
             self._fail("Expecting ',' delimiter", i)
 
-    def _value(self, i: int, window: int):
-        """Parses the value at `i` from at most `window` characters; returns (value, end)."""
-        text = self.text
+    def _value(self, i: int, depth: int):
+        """Parses the value at `i` from at most one window of the text; returns (value, end).
+        Raises ParseError when it nests deeper than `depth`, as a whole parse would."""
+        text, window = self.text, self.window
         cut = i + window < len(text)
         view = text[i : i + window] if cut else text
         offset = i if cut else 0
@@ -307,7 +305,10 @@ class _BatchReader:
             self._fail(exc.msg, exc.pos + offset)
         except ValueError as exc:  # NaN, Infinity
             raise ParseError(f"JSON parse error - {exc}") from None
-        return value, end + offset
+        end += offset
+        if isinstance(value, dict | list) and json_deeper(text[i:end], depth):
+            raise ParseError("JSON is nested too deeply.")
+        return value, end
 
     def _skip(self, i: int) -> int:
         return _WHITESPACE.match(self.text, i).end()

@@ -144,6 +144,9 @@ BODIES = {
     "a surrogate pair": batch('{"topic": "t", "data": "\\ud83d\\ude00"}'),
     "data nested too deep": batch('{"topic": "t", "data": ' + "[" * 40 + "]" * 40 + "}"),
     "a body nested too deep": batch('{"topic": "t", "data": ' + "[" * 99 + "]" * 99 + "}"),
+    "another key nested too deep": '{"x": ' + "[" * 100 + "]" * 100 + ', "events": []}',
+    "a list nested too deep": "[" * 101 + "]" * 101,
+    "events nested too deep, not a list": '{"events": ' + '{"a": ' * 100 + "1" + "}" * 101,
     "data too large": batch('{"topic": "t", "data": "' + "x" * 70_000 + '"}'),
 }
 
