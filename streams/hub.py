@@ -435,9 +435,13 @@ class Hub:
     async def _catch_up(self) -> None:
         """Delivers events whose layer message never came (the layer is at-most-once): each
         tick, a tenant whose sequence is ahead of what this process delivered is filled from
-        the replay buffer."""
+        the replay buffer.
+
+        A tenant whose delivery task runs is left to it: what it has queued would be read
+        again, and the heartbeat, which serves every tenant, would wait for its lock. A gap
+        its queue dropped shows with its next event, or on a tick after the task ends."""
         for tenant_id, tenant in list(self.tenants.items()):
-            if tenant.last_seq is None:
+            if tenant.last_seq is None or tenant.draining:
                 continue
             try:
                 current = await self.backend.current_seq(tenant_id)

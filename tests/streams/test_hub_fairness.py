@@ -81,3 +81,38 @@ async def test_a_tenants_delivery_task_ends_when_its_queue_is_empty(hub, backend
 
     assert not hub._drains
     assert not hub.tenants[QUIET].draining
+
+
+async def test_the_catch_up_tick_leaves_a_tenant_whose_deliveries_run_to_them(hub, backend):
+    """A tenant behind because its delivery queue is still being worked through is not filled
+    from the buffer as well (the queued events would be read twice), and the heartbeat, which
+    serves every tenant, never waits for one tenant's deliveries."""
+    release = asyncio.Event()
+    slow = Client(tenant_id=NOISY)
+    record = slow.sub.send
+
+    async def held(message: dict) -> None:
+        await release.wait()
+        await record(message)
+
+    slow.sub.send = held
+    await joined(hub, slow)
+    backend.buffer = [envelope(seq, tenant_id=NOISY) for seq in range(1, 4)]
+    backend.seq = 3
+    filled = []
+    buffered = backend.buffered
+
+    async def counted(tenant_id, from_seq, to_seq=None):
+        filled.append((from_seq, to_seq))
+        return await buffered(tenant_id, from_seq, to_seq)
+
+    backend.buffered = counted
+    for seq in range(1, 4):
+        hub._enqueue(NOISY, [envelope(seq, tenant_id=NOISY)])
+    await asyncio.sleep(0.01)  # the delivery task holds the tenant's lock, sending seq 1
+
+    await asyncio.wait_for(hub._catch_up(), 0.5)
+
+    assert filled == []
+    release.set()
+    await slow.eventually(lambda: slow.seqs == [1, 2, 3])
