@@ -452,16 +452,22 @@ def run_phase(kind: str | None, seconds: float) -> dict:
         pid = web.proc.pid
         asyncio.run(quiet_phase(web, keys["quiet"], 1.0))  # warm up
         attacker = start_attacker(kind, web, keys["noisy"], seconds + 1) if kind else None
-        if attacker is not None:
-            time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
-        stalls_before = loop_stalls(web)
-        with RssSampler(pid) as rss:
-            quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
-            stalls = stall_summary(stalls_before, loop_stalls(web))
-            noisy = {}
+        try:
             if attacker is not None:
-                out, _ = attacker.communicate(timeout=seconds + 120)
-                noisy = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+                time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
+            stalls_before = loop_stalls(web)
+            with RssSampler(pid) as rss:
+                quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
+                stalls = stall_summary(stalls_before, loop_stalls(web))
+                noisy = {}
+                if attacker is not None:
+                    out, _ = attacker.communicate(timeout=seconds + 120)
+                    noisy = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        finally:
+            # A phase that failed must not leave its attacker running into the next one.
+            if attacker is not None and attacker.poll() is None:
+                attacker.kill()
+                attacker.wait()
         alive = web.proc.poll() is None
     return {
         "attack": kind or "alone",
