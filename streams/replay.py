@@ -20,7 +20,7 @@ from streams import runtime
 from streams.connections import Subscriber, websocket_text_frame
 from streams.envelope import Envelope, event_id_parse
 from streams.selectors import event_log_count, event_log_has, event_log_page, event_log_span
-from streams.topics import pattern_matches
+from streams.topics import patterns_matcher
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class ReplayInterrupted(Exception):
 def _matching(envelopes: list[Envelope], patterns: tuple[str, ...]) -> list[Envelope]:
     if "*" in patterns:
         return envelopes
-    return [e for e in envelopes if any(pattern_matches(p, e.topic) for p in patterns)]
+    matches = patterns_matcher(patterns)
+    return [e for e in envelopes if matches(e.topic)]
 
 
 def _log_span(

@@ -20,7 +20,7 @@ from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.persistence import LocalLogQueue
 from streams.ratelimit import TokenBuckets
-from streams.topics import pattern_matches
+from streams.topics import patterns_matcher
 
 _ALPHABET = string.ascii_lowercase + string.digits
 
@@ -158,11 +158,11 @@ class LocalBackend:
         """(first seq held with from_seq <= seq <= to_seq, or 0; how many are held; the bytes of
         event JSON of those `patterns` match): what a replay from the buffer would send."""
         first = held = size = 0
-        every = "*" in patterns
+        matches = patterns_matcher(patterns)
         for envelope in self._held(tenant_id, from_seq, to_seq):
             first = first or envelope.seq
             held += 1
-            if every or any(pattern_matches(p, envelope.topic) for p in patterns):
+            if matches(envelope.topic):
                 size += len(envelope.frame)
         return first, held, size
 

@@ -11,6 +11,7 @@ from streams.topics import (
     pattern_matches,
     pattern_valid,
     pattern_within,
+    patterns_matcher,
     patterns_parse,
     topic_valid,
 )
@@ -129,6 +130,12 @@ def test_pattern_matches_agrees_with_a_reference(pattern, topic):
     assert pattern_valid(pattern)
     assert topic_valid(topic)
     assert pattern_matches(pattern, topic) == reference_matches(pattern, topic)
+
+
+@given(several=st.lists(patterns, max_size=6), topic=topics)
+def test_a_matcher_of_several_patterns_matches_what_one_of_them_matches(several, topic):
+    expected = any(reference_matches(pattern, topic) for pattern in several)
+    assert patterns_matcher(several)(topic) == expected
 
 
 @given(pattern=patterns, grant=patterns, suffix=st.text(alphabet=ALPHABET, max_size=4))
