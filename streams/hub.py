@@ -27,6 +27,7 @@ FAIR_SLICE_SECONDS = 0.001
 
 PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
 PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
 
 
 class ConnectionLimitReached(Exception):
@@ -454,8 +455,13 @@ class Hub:
 
     async def _beat(self, now: float, ping: bool, stale: float) -> None:
         max_backlog = settings.EVENTHUB_MAX_BUFFER_BYTES
+        since = time.perf_counter()
         for tenant in list(self.tenants.values()):
-            for sub in list(tenant.subscribers):
+            for count, sub in enumerate(list(tenant.subscribers), 1):
+                if not count % 64 and time.perf_counter() - since > FAIR_SLICE_SECONDS:
+                    # Thousands of pings at once held the loop for tens of milliseconds.
+                    await asyncio.sleep(0)
+                    since = time.perf_counter()
                 if sub.closed or sub.opening:
                     continue  # its welcome must be the first thing it gets
                 if sub.transport == "websocket" and now - sub.last_seen > stale:
@@ -468,7 +474,9 @@ class Hub:
                     continue
                 if ping:
                     try:
-                        await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
+                        # Prebuilt, as an event's frame is; through ASGI when it declines.
+                        if sub.write_frame is None or not sub.write_frame(PING_WS_FRAME):
+                            await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
                     except Exception:
                         self._drop(sub)
 

@@ -116,3 +116,25 @@ async def test_the_catch_up_tick_leaves_a_tenant_whose_deliveries_run_to_them(hu
     assert filled == []
     release.set()
     await slow.eventually(lambda: slow.seqs == [1, 2, 3])
+
+
+async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkeypatch):
+    monkeypatch.setattr(hub_module, "FAIR_SLICE_SECONDS", 0.0)
+    clients = [Client(tenant_id=NOISY) for _ in range(640)]
+    await joined(hub, *clients)
+    for client in clients:
+        client.sub.opening = False
+    turns = 0
+
+    async def count_turns():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    await hub._beat(asyncio.get_running_loop().time(), True, stale=3600)
+    counter.cancel()
+
+    assert all(c.messages == [hub_module.PING_WS] for c in clients)
+    assert turns >= 640 // 64 - 1  # the loop ran between every slice of 64
