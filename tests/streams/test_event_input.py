@@ -165,22 +165,13 @@ def test_an_event_larger_than_one_event_body_may_be_is_413_without_parsing_the_r
     assert "more than" in str(detail)
 
 
-async def test_a_large_batch_lets_the_loop_run_between_its_events(monkeypatch):
+async def test_a_large_batch_lets_the_loop_run_between_its_events(monkeypatch, loop_turns):
     monkeypatch.setattr(event_input, "SLICE_SECONDS", 0.0)
-    turns = 0
 
-    async def count_turns():
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.ensure_future(count_turns())
     events = await _BatchReader(batch(*[EVENT] * 200), _Slicer()).read()
-    counter.cancel()
 
     assert len(events) == 200
-    assert turns >= 200
+    assert loop_turns.count >= 200
 
 
 def test_nesting_is_measured_on_the_text_outside_strings():

@@ -122,18 +122,6 @@ class Client:
         return seqs
 
 
-@pytest.fixture
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture
-async def hub(backend):
-    hub = Hub(backend)
-    yield hub
-    await hub.shutdown()
-
-
 async def joined(hub: Hub, *clients: Client, max_connections: int | None = None) -> None:
     for client in clients:
         await hub.subscribe(client.sub, max_connections=max_connections)

@@ -3,26 +3,11 @@ tenant's burst does not hold a small tenant's events behind all of it."""
 
 import asyncio
 
-import pytest
-
 from streams import hub as hub_module
 from streams.groups import tenant_group
-from streams.hub import Hub
 from tests.streams.test_hub import Client, FakeBackend, envelope, joined
 
 NOISY, QUIET = 1, 2
-
-
-@pytest.fixture
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture
-async def hub(backend):
-    hub = Hub(backend)
-    yield hub
-    await hub.shutdown()
 
 
 async def published(backend: FakeBackend, tenant_id: int, seqs) -> None:
@@ -118,23 +103,15 @@ async def test_the_catch_up_tick_leaves_a_tenant_whose_deliveries_run_to_them(hu
     await slow.eventually(lambda: slow.seqs == [1, 2, 3])
 
 
-async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkeypatch):
+async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkeypatch, loop_turns):
     monkeypatch.setattr(hub_module, "FAIR_SLICE_SECONDS", 0.0)
     clients = [Client(tenant_id=NOISY) for _ in range(640)]
     await joined(hub, *clients)
     for client in clients:
         client.sub.opening = False
-    turns = 0
+    loop_turns.count = 0
 
-    async def count_turns():
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.ensure_future(count_turns())
     await hub._beat(asyncio.get_running_loop().time(), True, stale=3600)
-    counter.cancel()
 
     assert all(c.messages == [hub_module.PING_WS] for c in clients)
-    assert turns >= 640 // 64 - 1  # the loop ran between every slice of 64
+    assert loop_turns.count >= 640 // 64 - 1  # the loop ran between every slice of 64
