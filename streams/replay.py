@@ -244,12 +244,16 @@ def _writes(page: list[Envelope], most: int) -> Iterator[list[Envelope]]:
 
 async def _drained(sub: Subscriber, most: int) -> bool:
     """Waits until the client has left at most `most` bytes of what it was sent unread on the
-    server; False when it has not within EVENTHUB_STALE_TIMEOUT (a slow consumer)."""
+    server; False when it has not within half of EVENTHUB_STALE_TIMEOUT (a slow consumer).
+
+    Half: a client that stops reading often stops sending too, and the heartbeat would close it
+    as silent (4408) after the whole timeout; what it should learn is to resume (4008).
+    """
     await asyncio.sleep(0)  # a write at a time: the loop's other work goes on between them
     if sub.backlog is None:
         return True  # not daphne: the server shows no backlog to wait on
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.EVENTHUB_STALE_TIMEOUT
+    deadline = loop.time() + settings.EVENTHUB_STALE_TIMEOUT / 2
     delay = DRAIN_POLL_FIRST
     while not sub.closed and sub.backlog() > most:
         if loop.time() >= deadline:
@@ -265,7 +269,7 @@ async def replay_stream(sub: Subscriber, plan: ReplayPlan) -> None:
     Called once the welcome is sent, in a task of the consumer's, which goes on reading the
     client meanwhile. Pages are written a run of `_write_bytes()` at a time, each once the
     client has taken all but that much of the one before off the server, and read when the
-    last run of the page before is written; a client that does not take it within
+    last run of the page before is written; a client that does not take it within half of
     EVENTHUB_STALE_TIMEOUT is closed as a slow consumer (4008), as is one whose live events held
     back meanwhile pass EVENTHUB_MAX_BUFFER_BYTES (`Subscriber.hold`). Either way it reconnects
     with the last id it got.
