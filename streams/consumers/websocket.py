@@ -62,6 +62,19 @@ def limit_client_frames(protocol) -> bool:
             )
 
     protocol.onMessageFrameBegin = frame_begin_within_limit
+    fail_connection = protocol._fail_connection
+
+    def fail_and_stop_reading(code: int = 1001, reason: str = "going away") -> None:
+        fail_connection(code, reason)
+        transport = getattr(protocol, "transport", None)
+        if code == MESSAGE_TOO_BIG and hasattr(transport, "pauseProducing"):
+            # What the client sent after an oversized frame's header (up to the whole frame,
+            # daphne's 1 MiB) would still be read and parsed until the close handshake ends:
+            # the close frame goes out, nothing more comes in, and autobahn drops the
+            # connection after its close handshake timeout.
+            transport.pauseProducing()
+
+    protocol._fail_connection = fail_and_stop_reading
     return True
 
 
