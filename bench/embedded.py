@@ -19,14 +19,19 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The most resident memory a process has had, in MB (Linux /proc VmHWM); NaN once gone."""
+def status_mb(pid: int, field: str) -> float:
+    """A memory field of a process's /proc status (VmRSS, VmHWM, …) in MB; NaN once gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return float("nan")
-    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    line = next(line for line in status.splitlines() if line.startswith(f"{field}:"))
     return int(line.split()[1]) / 1024
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory a process has had, in MB (Linux /proc VmHWM); NaN once gone."""
+    return status_mb(pid, "VmHWM")
 
 
 @contextlib.contextmanager

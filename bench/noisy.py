@@ -49,6 +49,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.embedded import status_mb  # noqa: E402
 from tests.processes import Process, base_env, manage  # noqa: E402
 
 ATTACKS = ("big-bodies", "frames", "replay", "patterns", "burst")
@@ -65,12 +66,7 @@ def _pct(values: list[float], p: float) -> float:
 
 def rss_mb(pid: int) -> float:
     """Resident memory of a process now, in MB (Linux /proc VmRSS); NaN once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return float("nan")
-    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
+    return status_mb(pid, "VmRSS")
 
 
 class RssSampler:
@@ -122,6 +118,18 @@ def server(extra_env: dict[str, str] | None = None):
             web.stop()
 
 
+async def _drain_and_close(done: bool, all_in: asyncio.Event, readers, connections) -> None:
+    """Waits (30 s at most) until every expected delivery is in, then closes the subscribers."""
+    if not done:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), 30)
+    for reader in readers:
+        reader.cancel()
+    for ws in connections:
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+
 # The quiet tenant --------------------------------------------------------------------------
 
 
@@ -166,14 +174,7 @@ async def quiet_phase(web: Process, key: str, seconds: float) -> dict:
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
     accepted = statuses.get(202, 0)
     expected[0] = accepted * QUIET_SUBSCRIBERS
-    if sum(received) < expected[0]:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_in.wait(), 30)
-    for reader in readers:
-        reader.cancel()
-    for ws in connections:
-        with contextlib.suppress(Exception):
-            await ws.close()
+    await _drain_and_close(sum(received) >= expected[0], all_in, readers, connections)
     return {
         "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
         "p99_ms": _pct(latencies, 0.99) * 1000,
@@ -366,14 +367,7 @@ async def attack_burst(url: str, ws_url: str, key: str, seconds: float) -> dict:
             published += 50 * (response.status_code == 202)
             await asyncio.sleep(2.0)
     expected[0] = published * len(connections)
-    if received < expected[0]:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_in.wait(), 30)
-    for reader in readers:
-        reader.cancel()
-    for ws in connections:
-        with contextlib.suppress(Exception):
-            await ws.close()
+    await _drain_and_close(received >= expected[0], all_in, readers, connections)
     return {"statuses": statuses, "deliveries": received, "expected": published * 2000}
 
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -138,17 +138,8 @@ async def replay_plan(
     log_held, log_events, log_size = span
     if log_held != log_until - after or size + log_size > budget:
         return NOT_RECOVERED
-    return ReplayPlan(
-        recovered=True,
-        tenant_id=tenant_id,
-        patterns=patterns,
-        after=after,
-        until=until,
-        log_until=log_until,
-        epoch=epoch,
-        size=size + log_size,
-        log_events=log_events,
-        log_size=log_size,
+    return replace(
+        plan, log_until=log_until, size=size + log_size, log_events=log_events, log_size=log_size
     )
 
 
