@@ -439,32 +439,46 @@ def stall_summary(before: dict[float, float], after: dict[float, float]) -> dict
     return {"stalls_over_10ms": total - delta.get(0.01, 0), "worst_stall_le_ms": worst * 1000}
 
 
-def run_phase(kind: str | None, seconds: float) -> dict:
-    with server(SERVER_ENV.get(kind or "")) as (web, keys):
-        if kind == "replay":
-            asyncio.run(fill_log(web, keys["noisy"]))
-        pid = web.proc.pid
-        asyncio.run(quiet_phase(web, keys["quiet"], 1.0))  # warm up
-        attacker = start_attacker(kind, web, keys["noisy"], seconds + 1) if kind else None
-        try:
+def run_phase(kind: str | None, seconds: float, *, elsewhere: bool = False) -> dict:
+    """One phase: the quiet tenant measured alone (`kind` None) or under an attack. With
+    `elsewhere`, the attack is aimed at a decoy server of its own on the same machine: what the
+    quiet tenant then feels is the machine's share (CPU, loopback, scheduler), not the hub's."""
+    with contextlib.ExitStack() as stack:
+        web, keys = stack.enter_context(server(SERVER_ENV.get(kind or "")))
+        target, target_keys = (web, keys)
+        if kind and elsewhere:
+            target, target_keys = stack.enter_context(server(SERVER_ENV.get(kind)))
+        return _measure(kind, seconds, web, keys, target, target_keys["noisy"]) | {
+            "attack": f"{kind} (decoy)" if kind and elsewhere else kind or "alone"
+        }
+
+
+def _measure(
+    kind: str | None, seconds: float, web: Process, keys: dict, target: Process, noisy_key: str
+) -> dict:
+    if kind == "replay":
+        asyncio.run(fill_log(target, noisy_key))
+    pid = web.proc.pid
+    asyncio.run(quiet_phase(web, keys["quiet"], 1.0))  # warm up
+    attacker = start_attacker(kind, target, noisy_key, seconds + 1) if kind else None
+    try:
+        if attacker is not None:
+            time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
+        stalls_before = loop_stalls(web)
+        with RssSampler(pid) as rss:
+            quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
+            stalls = stall_summary(stalls_before, loop_stalls(web))
+            noisy = {}
             if attacker is not None:
-                time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
-            stalls_before = loop_stalls(web)
-            with RssSampler(pid) as rss:
-                quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
-                stalls = stall_summary(stalls_before, loop_stalls(web))
-                noisy = {}
-                if attacker is not None:
-                    out, _ = attacker.communicate(timeout=seconds + 120)
-                    noisy = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-        finally:
-            # A phase that failed must not leave its attacker running into the next one.
-            if attacker is not None and attacker.poll() is None:
-                attacker.kill()
-                attacker.wait()
-        alive = web.proc.poll() is None
+                out, _ = attacker.communicate(timeout=seconds + 120)
+                noisy = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    finally:
+        # A phase that failed must not leave its attacker running into the next one.
+        if attacker is not None and attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+    alive = web.proc.poll() is None
     return {
-        "attack": kind or "alone",
         **quiet,
         "rss_growth_mb": rss.growth,
         "noisy": noisy,
@@ -482,6 +496,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument(
+        "--decoy",
+        action="store_true",
+        help="also run each attack against a decoy server of its own: the machine's floor",
+    )
     parser.add_argument("--attacker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -496,7 +515,11 @@ def main() -> None:
         print(json.dumps(asyncio.run(asyncio.wait_for(attack, args.seconds + 100))))
         return
     kinds = [k for k in args.attacks.split(",") if k]
-    results = [run_phase(None, args.seconds)] + [run_phase(k, args.seconds) for k in kinds]
+    results = [run_phase(None, args.seconds)]
+    for kind in kinds:
+        results.append(run_phase(kind, args.seconds))
+        if args.decoy:
+            results.append(run_phase(kind, args.seconds, elsewhere=True))
     alone = results[0]["p99_ms"]
     print(
         f"\nquiet tenant: {QUIET_SUBSCRIBERS} subscribers, an event every "

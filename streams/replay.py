@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -33,6 +35,50 @@ SPAN_SEQS = 2000
 DRAIN_POLL_FIRST, DRAIN_POLL_MOST = 0.002, 0.05
 SLOW_CONSUMER = 4008
 SLOW_REASON = "slow consumer: reconnect with your last id"
+# Threads that read the log for replays. Not the process's shared sync thread, where every
+# tenant's API key look-ups run: a replay storm would queue in front of them.
+READ_THREADS = 2
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class TenantReads:
+    """Runs replays' log reads on threads of their own, one read of a tenant at a time: a
+    tenant whose subscribers all reconnect at once waits for its own reads, while another
+    tenant's replay, and the process's other database work, go on beside it.
+
+    A read holds its tenant's turn only while it runs, never while the client takes the page,
+    so a client that stops reading holds nothing up. Turns of tenants with no read running or
+    waiting are dropped.
+    """
+
+    def __init__(self, threads: int = READ_THREADS) -> None:
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="eventhub-replay")
+        self._turns: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    async def __call__(
+        self, tenant_id: int, read: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        lock, users = self._turns.get(tenant_id) or (asyncio.Lock(), 0)
+        self._turns[tenant_id] = (lock, users + 1)
+        try:
+            async with lock:
+                run = database_sync_to_async(read, thread_sensitive=False, executor=self._executor)
+                return await run(*args, **kwargs)
+        finally:
+            lock, users = self._turns[tenant_id]
+            if users == 1:
+                del self._turns[tenant_id]
+            else:
+                self._turns[tenant_id] = (lock, users - 1)
+
+    def tenants_reading(self) -> int:
+        """Tenants with a read running or waiting (the turns held in memory)."""
+        return len(self._turns)
+
+
+log_reads = TenantReads()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +176,8 @@ async def replay_plan(
         return plan
     # The buffer is trimmed from its oldest end: it holds first..until, the log the rest.
     log_until = first - 1 if held else until
-    span = await database_sync_to_async(_log_span)(
-        tenant_id, after, last_event_id, log_until, patterns, budget - size
+    span = await log_reads(
+        tenant_id, _log_span, tenant_id, after, last_event_id, log_until, patterns, budget - size
     )
     if span is None:
         return NOT_RECOVERED
@@ -171,13 +217,12 @@ async def replay_pages(plan: ReplayPlan) -> AsyncIterator[list[Envelope]]:
     read when the caller asks for the next. Raises ReplayInterrupted when neither the buffer
     nor the log holds what is left to send."""
     backend = runtime.get_backend()
-    read_page = database_sync_to_async(_log_page)
     seq, log_until = plan.after + 1, plan.log_until
     # Log pages are sized from the mean of the last page (of the plan's sizes at first).
     rows = _rows_for(plan.log_size, plan.log_events)
     while seq <= plan.until:
         if seq <= log_until:
-            page = await read_page(plan, seq, log_until, rows)
+            page = await log_reads(plan.tenant_id, _log_page, plan, seq, log_until, rows)
             # Fewer rows than asked: nothing more up to log_until matches.
             seq = page[-1].seq + 1 if len(page) == rows else log_until + 1
             if page:
@@ -194,7 +239,7 @@ async def replay_pages(plan: ReplayPlan) -> AsyncIterator[list[Envelope]]:
         # The tenant published more than the buffer holds while this replay was sent: what
         # the buffer dropped is read from the log, if the log has it by now.
         log_until = page[0].seq - 1 if page else plan.until
-        if not await database_sync_to_async(_log_holds)(plan, seq, log_until):
+        if not await log_reads(plan.tenant_id, _log_holds, plan, seq, log_until):
             raise ReplayInterrupted
 
 

@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import threading
 from urllib.parse import urlencode
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.db import connection
 
@@ -394,3 +396,79 @@ async def publish_batch_of(key: str, events: list[dict]) -> list[dict]:
         response = await client.post("/api/v1/events/batch", json={"events": events})
     assert response.status_code == 202, response.content
     return response.json()["events"]
+
+
+# Replay reads of the log: off the shared sync thread, one tenant's at a time -----------------
+
+
+async def _started(event, within: float = 5.0) -> None:
+    """Waits (bounded) for a threading.Event set by a read running on another thread."""
+    assert await asyncio.to_thread(event.wait, within), f"the read did not start in {within}s"
+
+
+async def test_a_tenants_replay_reads_take_turns_while_another_tenants_read_goes_on():
+    reads = replay.TenantReads(threads=2)
+    first_started, release, order = threading.Event(), threading.Event(), []
+
+    def blocking_read(name: str) -> str:
+        order.append(f"{name} started")
+        first_started.set()
+        assert release.wait(5), "never released"
+        return name
+
+    def read(name: str) -> str:
+        order.append(f"{name} started")
+        return name
+
+    first = asyncio.ensure_future(reads(1, blocking_read, "tenant 1, first"))
+    await _started(first_started)
+    second = asyncio.ensure_future(reads(1, read, "tenant 1, second"))
+    other = await asyncio.wait_for(reads(2, read, "tenant 2"), 5)
+
+    assert other == "tenant 2"
+    assert order == ["tenant 1, first started", "tenant 2 started"]
+    assert not second.done()
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 5) == [
+        "tenant 1, first",
+        "tenant 1, second",
+    ]
+    assert order[-1] == "tenant 1, second started"
+    assert reads.tenants_reading() == 0
+
+
+async def test_a_replay_from_the_log_is_read_while_the_shared_sync_thread_is_busy(
+    tenant, api_key, settings
+):
+    # The thread where every tenant's API key look-ups (and channels' session look-ups) run: a
+    # replay storm must not queue in front of them, nor they in front of it.
+    settings.EVENTHUB_REPLAY_WINDOW = 5
+    accepted = await publish_many(api_key, 30)
+    await wait_until_logged(api_key, 30)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_shared_thread() -> None:
+        busy.set()
+        assert release.wait(10), "never released"
+
+    held = asyncio.ensure_future(sync_to_async(hold_the_shared_thread)())
+    try:
+        await _started(busy)
+        plan = await asyncio.wait_for(
+            replay.replay_plan(
+                tenant_id=tenant.pk, last_event_id=accepted[4]["id"], patterns=("*",)
+            ),
+            5,
+        )
+        assert plan.recovered
+        assert plan.log_until > plan.after  # some of it from the log
+
+        async def every_page() -> list:
+            return [page async for page in replay.replay_pages(plan)]
+
+        pages = await asyncio.wait_for(every_page(), 5)
+        assert [e.seq for page in pages for e in page] == list(range(6, 31))
+        assert not held.done()
+    finally:
+        release.set()
+        await asyncio.wait_for(held, 5)
