@@ -183,11 +183,21 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+# Lines of the hub's log a failed test's report ends with: what the server saw, from CI too.
+LOG_TAIL_LINES = 40
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call":
         item.failed_call = report.failed
+        if report.failed:
+            for name in ("own_hub", "hub"):
+                server = item.funcargs.get(name)
+                if isinstance(server, Hub) and server.process is not None:
+                    tail = server.process.log().splitlines()[-LOG_TAIL_LINES:]
+                    report.sections.append((f"{name} log (last lines)", "\n".join(tail)))
     return report
 
 
