@@ -295,13 +295,16 @@ def _broadcast_metrics(client) -> tuple[float, float]:
     return total, count
 
 
-def _publish(client, run_id: str, events: int, rate: float | None, deadline: float) -> dict:
-    """Publishes `events` single events; paced at `rate` per second, or back to back."""
+def _publish(
+    client, run_id: str, events: int, rate: float | None, deadline: float, batch: int = 1
+) -> dict:
+    """Publishes `events` events, `batch` at a time (single POSTs when 1, /events/batch
+    otherwise); paced at `rate` requests per second, or back to back."""
     post_latencies, seqs, failures, offsets = [], [], [], []
     interval = 1.0 / rate if rate else 0.0
     first = time.time()
     next_at = time.perf_counter()
-    for i in range(events):
+    for start in range(0, events, batch):
         if time.time() > deadline:
             failures.append("publish deadline passed")
             break
@@ -312,16 +315,23 @@ def _publish(client, run_id: str, events: int, rate: float | None, deadline: flo
             next_at += interval
         t0 = time.perf_counter()
         sent = time.time()
-        offsets.append(sent - first)
-        body = {"topic": "bench.fanout", "data": {"sent": sent, "run": run_id, "i": i}}
+        bodies = [
+            {"topic": "bench.fanout", "data": {"sent": sent, "run": run_id, "i": i}}
+            for i in range(start, min(events, start + batch))
+        ]
+        offsets += [sent - first] * len(bodies)
         try:
-            response = client.post("/api/v1/events", json=body)
+            if batch == 1:
+                response = client.post("/api/v1/events", json=bodies[0])
+            else:
+                response = client.post("/api/v1/events/batch", json={"events": bodies})
         except Exception as exc:
             failures.append(repr(exc))
             continue
         post_latencies.append(time.perf_counter() - t0)
         if response.status_code == 202:
-            seqs.append(response.json()["seq"])
+            answer = response.json()
+            seqs += [e["seq"] for e in answer["events"]] if batch > 1 else [answer["seq"]]
         else:
             failures.append(f"{response.status_code} {response.text[:200]}")
     last = time.time()
@@ -397,7 +407,7 @@ def _run_mode(
     wall0 = time.time()
 
     publish_budget = args.events / rate * 2 + 30 if rate else 60
-    pub = _publish(client, run_id, args.events, rate, time.time() + publish_budget)
+    pub = _publish(client, run_id, args.events, rate, time.time() + publish_budget, args.batch)
     drain_deadline = time.time() + args.drain
     for _, conn in workers:
         conn.send({"cmd": "collect", "deadline": drain_deadline})
@@ -424,7 +434,8 @@ def _run_mode(
     slowest = sorted(range(len(pub["offsets"])), key=lambda i: worst[i], reverse=True)[:3]
     return {
         "n": n,
-        "mode": mode if not rate else f"steady@{rate:g}/s",
+        "mode": (mode if not rate else f"steady@{rate:g}/s")
+        + (f" x{args.batch}" if args.batch > 1 else ""),
         "events": args.events,
         "accepted": pub["accepted"],
         "failures": pub["failures"][:5],
@@ -522,7 +533,10 @@ def main() -> int:
     parser.add_argument("--subscribers", default="100,1000", help="comma-separated N values")
     parser.add_argument("--events", type=int, default=200, help="events per mode (M)")
     parser.add_argument("--modes", default="steady,burst", help="steady, burst or both")
-    parser.add_argument("--rate", type=float, default=20.0, help="steady mode: events/s")
+    parser.add_argument("--rate", type=float, default=20.0, help="steady mode: requests/s")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="events per request (over 1: /events/batch)"
+    )
     parser.add_argument(
         "--client-procs",
         type=int,

@@ -165,6 +165,7 @@ class Subscriber:
         "key_id",
         "last_seen",
         "last_seq",
+        "next_ping",
         "opening",
         "patterns",
         "pending",
@@ -200,6 +201,7 @@ class Subscriber:
         self.last_seq = 0
         self.epoch: str | None = None  # of the events it got while replaying, when known
         self.last_seen = time.monotonic()
+        self.next_ping = 0.0  # when the heartbeat pings it next; set at its first tick
         # True from joining the hub until its welcome is sent: nothing else may go first.
         self.opening = False
         # Not None while replaying: live events wait here so replay hands over without a gap.

@@ -78,6 +78,36 @@ def limit_client_frames(protocol) -> bool:
     return True
 
 
+# The pongs clients send (eventhub.js the first; json.dumps the second).
+PONGS = frozenset({b'{"type":"pong"}', b'{"type": "pong"}'})
+
+
+def take_pongs_in_place(protocol, sub: Subscriber) -> bool:
+    """Makes daphne's WebSocket protocol itself mark the connection alive on a pong (the
+    exact bytes clients send, PONGS), instead of queueing it for the consumer's task, which
+    would wake only to set `last_seen`; returns False under another server.
+
+    Thousands of connections answer their pings within the same few milliseconds: through
+    the consumer each pong cost a queue put, a task wake-up, Channels' dispatch and a JSON
+    parse, and a crowd's pongs held the loop for tens of milliseconds (bench/noisy.py burst).
+    Any other frame takes the usual path. daphne's `onMessage` is at
+    https://github.com/django/daphne/blob/main/daphne/ws_protocol.py (WebSocketProtocol).
+    """
+    if protocol is None or not all(hasattr(protocol, a) for a in ("onMessage", "muted")):
+        return False
+    on_message = protocol.onMessage
+
+    def on_message_or_pong(payload: bytes, isBinary: bool) -> None:
+        if payload in PONGS and not isBinary and not protocol.muted:
+            sub.last_seen = time.monotonic()
+            protocol.last_ping = time.time()  # as daphne's onMessage: no keep-alive ping due
+            return
+        on_message(payload, isBinary)
+
+    protocol.onMessage = on_message_or_pong
+    return True
+
+
 class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
     """Streams a tenant's events to one WebSocket client.
 
@@ -113,6 +143,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             logger.info("websocket refused (%s): %s", refusal.close_code, refusal.detail)
             await self._close(refusal.close_code, refusal.detail[:120])
             return
+        take_pongs_in_place(server_protocol(self.base_send), self.sub)
         await self.send_json(
             {
                 "type": "welcome",

@@ -376,9 +376,11 @@ class WsClient:
     """A WebSocket subscriber. A background reader collects frames; like a well-behaved
     client it answers the server's `{"type": "ping"}` with a pong, unless told not to."""
 
-    def __init__(self, connection, *, answer_pings: bool) -> None:
+    def __init__(self, connection, *, answer_pings: bool | str) -> None:
         self.connection = connection
         self.answer_pings = answer_pings
+        # What the JavaScript client sends, unless the test names another spelling.
+        self.pong = answer_pings if isinstance(answer_pings, str) else '{"type":"pong"}'
         self.pings = 0
         self.frames: asyncio.Queue[dict] = asyncio.Queue()
         self.received: list[dict] = []  # every frame but pings, in order
@@ -394,7 +396,7 @@ class WsClient:
                         # The server may have closed meanwhile; what it sent before the
                         # close is still to be read.
                         with contextlib.suppress(ConnectionClosed):
-                            await self.connection.send('{"type": "pong"}')
+                            await self.connection.send(self.pong)
                     continue
                 self.received.append(frame)
                 self.frames.put_nowait(frame)
@@ -559,7 +561,7 @@ class Subscribers:
         server: HubServer,
         key: str | None = None,
         *,
-        answer_pings: bool = True,
+        answer_pings: bool | str = True,
         headers: dict[str, str] | None = None,
         origin: str | None = None,
         **params: str | None,

@@ -109,9 +109,32 @@ async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkey
     await joined(hub, *clients)
     for client in clients:
         client.sub.opening = False
+        client.sub.next_ping = 1.0  # due
     loop_turns.count = 0
 
-    await hub._beat(asyncio.get_running_loop().time(), True, stale=3600)
+    await hub._beat(asyncio.get_running_loop().time(), 15.0, stale=3600)
 
     assert all(c.messages == [hub_module.PING_WS] for c in clients)
     assert loop_turns.count >= 640 // 64 - 1  # the loop ran between every slice of 64
+
+
+async def test_a_crowd_that_connected_at_once_is_pinged_in_turns_each_once_an_interval(hub):
+    clients = [Client(tenant_id=NOISY) for _ in range(300)]
+    await joined(hub, *clients)
+    for client in clients:
+        client.sub.opening = False
+    start, interval = asyncio.get_running_loop().time(), 15.0
+
+    pinged_per_tick = []
+    for tick in range(int(interval) + 1):  # a tick a second over the first interval
+        before = sum(len(c.messages) for c in clients)
+        await hub._beat(start + tick, interval, stale=3600)
+        pinged_per_tick.append(sum(len(c.messages) for c in clients) - before)
+
+    assert all(c.messages == [hub_module.PING_WS] for c in clients)
+    # Spread over the second half of the interval (about 40 a tick), not 300 at once.
+    assert sum(pinged_per_tick[: int(interval) // 2]) == 0, pinged_per_tick
+    assert max(pinged_per_tick) < 120, pinged_per_tick
+    for tick in range(int(interval) + 1, 2 * int(interval) + 1):
+        await hub._beat(start + tick, interval, stale=3600)
+    assert all(c.messages == [hub_module.PING_WS] * 2 for c in clients)

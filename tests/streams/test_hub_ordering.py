@@ -99,8 +99,10 @@ class Receiver:
     async def _send(self, message: dict) -> None:
         if message["type"] == "websocket.send":
             self.events.append(json.loads(message["text"]))
-        elif message["body"].startswith(b"id: "):
-            self.events.append(json.loads(message["body"].decode().split("data: ", 1)[1]))
+        else:  # SSE: a chunk holds one event or several, each ended by a blank line
+            for block in message["body"].decode().split("\n\n"):
+                if block.startswith("id: "):
+                    self.events.append(json.loads(block.split("data: ", 1)[1]))
 
     async def _close(self, code: int, reason: str) -> None:
         raise AssertionError(f"closed with {code}: {reason}")
