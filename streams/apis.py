@@ -34,6 +34,7 @@ from streams.event_input import (
     events_read,
 )
 from streams.idempotency import idempotent
+from streams.log import reads as log_reads
 from streams.tokens import token_sign
 from streams.topics import MAX_PATTERNS, PATTERN_RE, pattern_valid
 
@@ -220,7 +221,7 @@ class EventsApi(_CountedPublish, APIView):
         params = query.validated_data
         limit = params["limit"]
         max_bytes = settings.EVENTHUB_HISTORY_MAX_BYTES
-        events = selectors.event_history(
+        events = log_reads.event_history(
             tenant_id=request.auth.tenant_id,
             pattern=params.get("topic"),
             after_seq=params.get("after", 0),

@@ -1,6 +1,8 @@
 """Provides the Envelope: one accepted event, with its wire frame encoded exactly once."""
 
 import json
+import secrets
+import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +14,15 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode
 def data_encode(data: Any) -> str:
     """The compact JSON of an event's data, as sized against EVENTHUB_MAX_EVENT_BYTES."""
     return _dumps(data)
+
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def epoch_new() -> str:
+    """A tag that keeps ids unique across restarts: a restart re-seeds seq from the log and gets
+    a new epoch, so an id handed out before a crash can never name a different event."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(6))
 
 
 def event_id_format(seq: int, epoch: str) -> str:

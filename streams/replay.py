@@ -21,7 +21,7 @@ from django.conf import settings
 from streams import runtime
 from streams.connections import Subscriber, websocket_text_frame
 from streams.envelope import Envelope, event_id_parse
-from streams.selectors import event_log_count, event_log_has, event_log_page, event_log_span
+from streams.log.reads import event_log_count, event_log_has, event_log_page, event_log_span
 from streams.topics import patterns_matcher
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ import time
 
 from django.conf import settings
 
+from streams.backends.local import LocalBackend
+from streams.backends.redis import RedisBackend
 from streams.hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -23,14 +25,7 @@ def get_backend():
     global _backend
     loop = asyncio.get_running_loop()
     if _backend is None or _backend.loop is not loop:
-        if settings.REDIS_URL:
-            from streams.backends.redis import RedisBackend
-
-            _backend = RedisBackend()
-        else:
-            from streams.backends.local import LocalBackend
-
-            _backend = LocalBackend()
+        _backend = RedisBackend() if settings.REDIS_URL else LocalBackend()
         _backend.start()
     return _backend
 

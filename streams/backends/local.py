@@ -2,8 +2,6 @@
 log queue; the in-memory channel layer carries events to its hub."""
 
 import asyncio
-import secrets
-import string
 from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -16,19 +14,22 @@ from django.conf import settings
 from streams import metrics
 from streams.backends import HubUnavailable, RateLimited
 from streams.backends.local_idempotency import IdempotencyStore
-from streams.envelope import Envelope
+from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
-from streams.persistence import LocalLogQueue
+from streams.log.reads import (
+    event_log_last_seq,
+    idempotent_response_live,
+    idempotent_responses_live,
+)
+from streams.log.writer import LocalLogQueue
+from streams.log.writes import (
+    IdempotentResponseInput,
+    event_log_write_batch,
+    idempotent_responses_write,
+)
 from streams.ratelimit import TokenBuckets
 from streams.topics import patterns_matcher
-
-_ALPHABET = string.ascii_lowercase + string.digits
-
-
-def epoch_new() -> str:
-    """A tag that keeps ids unique across restarts: a restart re-seeds seq from the log and gets
-    a new epoch, so an id handed out before a crash can never name a different event."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(6))
+from tenants.services import api_keys_flush_usage
 
 
 class _TenantSequence:
@@ -44,18 +45,6 @@ class LocalBackend:
     """Lives on the serving event loop; every method runs there."""
 
     def __init__(self) -> None:
-        from streams.selectors import (
-            event_log_last_seq,
-            idempotent_response_live,
-            idempotent_responses_live,
-        )
-        from streams.services import (
-            IdempotentResponseInput,
-            event_log_write_batch,
-            idempotent_responses_write,
-        )
-        from tenants.services import api_keys_flush_usage
-
         self.loop = asyncio.get_running_loop()
         self.layer = get_channel_layer()
         self._idempotency = IdempotencyStore(

@@ -117,7 +117,7 @@ class IdempotencyStore:
     """Lives on the serving event loop; every method runs there.
 
     `live_rows(max_rows_per_tenant=, max_bytes_per_tenant=)` and `live_row(tenant_id=, slot=)`
-    read the database (`streams.selectors`); they are run in worker threads.
+    read the database (`streams.log.reads`); they are run in worker threads.
     """
 
     def __init__(

@@ -9,9 +9,8 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
-import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -19,21 +18,17 @@ from redis.exceptions import RedisError, ResponseError
 
 from streams import metrics
 from streams.backends import HubUnavailable, RateLimited
-from streams.backends.local import epoch_new
-from streams.envelope import Envelope
+from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
+from streams.log.reads import event_log_last_seq
+from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
 from streams.tasks import background_task
 
 logger = logging.getLogger(__name__)
 
-LOG_STREAM = "eventhub:log"
 PROCESSES = "eventhub:processes"
 PROCESS_TTL = 15.0
 TRANSPORTS = ("websocket", "sse")
-
-
-def _key(tenant_id: int, what: str) -> str:
-    return f"eventhub:t:{tenant_id}:{what}"
 
 
 # Sequencing, buffering and the hand-off to the log in one atomic step: an event has a seq if
@@ -123,26 +118,6 @@ return {1, missing}
 """
 
 
-def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
-    """Rebuilds an Envelope from its replay-buffer (and log-stream) form.
-
-    The data is not parsed: PUBLISH writes `[seq,"seq-epoch",topic,type,ts,data]` with the data
-    as it was encoded, and topics and types (TOPIC_RE, TYPE_RE) hold no comma, quote or
-    backslash, so the first five fields split off at the first five commas.
-    """
-    text = member.decode() if isinstance(member, bytes) else member
-    seq, event_id, topic, type_, ts, data_json = text[1:-1].split(",", 5)
-    return Envelope.build(
-        tenant_id=tenant_id,
-        seq=int(seq),
-        epoch=event_id[1:-1].partition("-")[2],
-        topic=topic[1:-1],
-        type=type_[1:-1],
-        data_json=data_json,
-        received_at=datetime.fromtimestamp(float(ts), UTC),
-    )
-
-
 # Bytes of an event's JSON for subscribers beyond its buffer member: the frame names its fields
 # and writes the time out in ISO 8601.
 MEMBER_TO_FRAME_BYTES = 66
@@ -193,22 +168,10 @@ return page
 """
 
 
-def redis_client() -> aioredis.Redis:
-    return aioredis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=10,
-        retry_on_timeout=False,
-    )
-
-
 class RedisBackend:
     """Lives on the serving event loop; every coroutine may raise HubUnavailable."""
 
     def __init__(self) -> None:
-        from streams.selectors import event_log_last_seq
-
         self.loop = asyncio.get_running_loop()
         self.layer = get_channel_layer()
         self.redis = redis_client()
@@ -240,7 +203,7 @@ class RedisBackend:
         # After Redis lost the sequence (first use, or an emptied Redis), continue after the
         # log with a new epoch, so that no id is ever handed out twice.
         last = await self._db_last_seq(tenant_id)
-        await self._seed_script(keys=[_key(tenant_id, "seq")], args=[last, epoch_new()])
+        await self._seed_script(keys=[tenant_key(tenant_id, "seq")], args=[last, epoch_new()])
 
     async def publish(
         self,
@@ -253,8 +216,8 @@ class RedisBackend:
         args += [len(items), rate or 0]
         for topic, type_, data_json in items:
             args += [json.dumps(topic), json.dumps(type_), data_json]
-        keys = [_key(tenant_id, "seq"), _key(tenant_id, "buffer"), LOG_STREAM]
-        keys += [_key(tenant_id, "stats"), _key(tenant_id, "rate")]
+        keys = [tenant_key(tenant_id, "seq"), tenant_key(tenant_id, "buffer"), LOG_STREAM]
+        keys += [tenant_key(tenant_id, "stats"), tenant_key(tenant_id, "rate")]
         try:
             try:
                 first, epoch = await self._publish(keys=keys, args=args)
@@ -302,7 +265,7 @@ class RedisBackend:
         """Seconds until the tenant's shared rate bucket holds an event (0: now); takes
         nothing."""
         try:
-            tokens = float(await self._rate_peek(keys=[_key(tenant_id, "rate")], args=[rate]))
+            tokens = float(await self._rate_peek(keys=[tenant_key(tenant_id, "rate")], args=[rate]))
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
         return 0.0 if tokens >= 1 else (1 - tokens) / rate
@@ -312,7 +275,7 @@ class RedisBackend:
     ) -> list[Envelope]:
         try:
             members = await self.redis.zrangebyscore(
-                _key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
+                tenant_key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
             )
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
@@ -329,7 +292,7 @@ class RedisBackend:
         try:
             while low <= to_seq:
                 read, matched, member_bytes, first_read, last_read = await self._buffer_size(
-                    keys=[_key(tenant_id, "buffer")],
+                    keys=[tenant_key(tenant_id, "buffer")],
                     args=[low, to_seq, BUFFER_SIZE_CHUNK, *patterns],
                 )
                 first = first or first_read
@@ -349,7 +312,8 @@ class RedisBackend:
         `max_events` and `max_bytes` allow (at least one): a page of a replay."""
         try:
             members = await self._buffer_page(
-                keys=[_key(tenant_id, "buffer")], args=[from_seq, to_seq, max_events, max_bytes]
+                keys=[tenant_key(tenant_id, "buffer")],
+                args=[from_seq, to_seq, max_events, max_bytes],
             )
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
@@ -357,14 +321,14 @@ class RedisBackend:
 
     async def current_seq(self, tenant_id: int) -> int:
         try:
-            last = await self.redis.hget(_key(tenant_id, "seq"), "last")
+            last = await self.redis.hget(tenant_key(tenant_id, "seq"), "last")
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
         return int(last) if last is not None else 0
 
     async def current_epoch(self, tenant_id: int) -> str | None:
         try:
-            epoch = await self.redis.hget(_key(tenant_id, "seq"), "epoch")
+            epoch = await self.redis.hget(tenant_key(tenant_id, "seq"), "epoch")
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
         return epoch.decode() if isinstance(epoch, bytes) else epoch
@@ -376,7 +340,7 @@ class RedisBackend:
     ) -> tuple[str, str | None] | None:
         """Claims a key for this request (None), or returns (fingerprint, response) of the
         request that holds it, on any process (response None while that one is running)."""
-        key = _key(tenant_id, f"idempotency:{slot}")
+        key = tenant_key(tenant_id, f"idempotency:{slot}")
         try:
             if await self.redis.set(key, json.dumps([fingerprint, None]), nx=True, ex=int(ttl)):
                 return None
@@ -391,11 +355,11 @@ class RedisBackend:
     async def idempotency_save(
         self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
     ) -> None:
-        key = _key(tenant_id, f"idempotency:{slot}")
+        key = tenant_key(tenant_id, f"idempotency:{slot}")
         await self.redis.set(key, json.dumps([fingerprint, response]), ex=int(ttl))
 
     async def idempotency_release(self, tenant_id: int, slot: str) -> None:
-        await self.redis.delete(_key(tenant_id, f"idempotency:{slot}"))
+        await self.redis.delete(tenant_key(tenant_id, f"idempotency:{slot}"))
 
     # Cross-process counters -----------------------------------------------------------------
 
@@ -422,7 +386,7 @@ class RedisBackend:
                 mine = sum(self._connections.get((tenant_id, t), 0) for t in TRANSPORTS)
                 try:
                     admitted, missing = await self._connection_acquire(
-                        keys=[_key(tenant_id, "connections"), PROCESSES],
+                        keys=[tenant_key(tenant_id, "connections"), PROCESSES],
                         args=[
                             self.process_id,
                             f"{self.process_id}|{transport}",
@@ -480,7 +444,7 @@ class RedisBackend:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for tenant_id, transport in keys:
-                        hash_key = _key(tenant_id, "connections")
+                        hash_key = tenant_key(tenant_id, "connections")
                         field = f"{self.process_id}|{transport}"
                         count = self._connections.get((tenant_id, transport), 0)
                         if count > 0:
@@ -503,7 +467,7 @@ class RedisBackend:
 
     async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
         """Live connections of the tenant on every process that is still alive."""
-        fields = await self.redis.hgetall(_key(tenant_id, "connections"))
+        fields = await self.redis.hgetall(tenant_key(tenant_id, "connections"))
         alive = set(
             p.decode()
             for p in await self.redis.zrangebyscore(PROCESSES, time.time() - PROCESS_TTL, "+inf")
@@ -519,7 +483,7 @@ class RedisBackend:
 
     async def stats(self, tenant_id: int) -> dict:
         try:
-            counters = await self.redis.hgetall(_key(tenant_id, "stats"))
+            counters = await self.redis.hgetall(tenant_key(tenant_id, "stats"))
             oldest = await self.redis.xrange(LOG_STREAM, "-", "+", count=1)
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
@@ -544,7 +508,7 @@ class RedisBackend:
                 delivered, self._delivered = self._delivered, defaultdict(int)
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for tenant_id, n in delivered.items():
-                        pipe.hincrby(_key(tenant_id, "stats"), "delivered", n)
+                        pipe.hincrby(tenant_key(tenant_id, "stats"), "delivered", n)
                     pipe.zadd(PROCESSES, {self.process_id: time.time()})
                     pipe.zremrangebyscore(PROCESSES, "-inf", time.time() - 24 * 3600)
                     *_, missing, _ = await pipe.execute()
@@ -569,7 +533,9 @@ class RedisBackend:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for (tenant_id, transport), n in self._connections.items():
                     if n:
-                        pipe.hdel(_key(tenant_id, "connections"), f"{self.process_id}|{transport}")
+                        pipe.hdel(
+                            tenant_key(tenant_id, "connections"), f"{self.process_id}|{transport}"
+                        )
                 pipe.zrem(PROCESSES, self.process_id)
                 await pipe.execute()
         except Exception:

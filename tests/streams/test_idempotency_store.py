@@ -13,8 +13,8 @@ from streams import runtime
 from streams.backends import HubUnavailable, local_idempotency
 from streams.backends.local_idempotency import IdempotencyStore
 from streams.idempotency import _slot
+from streams.log.reads import idempotent_response_live, idempotent_responses_live
 from streams.models import Event, IdempotentResponse
-from streams.selectors import idempotent_response_live, idempotent_responses_live
 from tests.conftest import asgi_client
 from tests.factories import TenantFactory
 

@@ -9,9 +9,9 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from streams.envelope import Envelope
+from streams.log.writer import LocalLogQueue
+from streams.log.writes import IdempotentResponseInput, idempotent_responses_write
 from streams.models import IdempotentResponse
-from streams.persistence import LocalLogQueue
-from streams.services import IdempotentResponseInput, idempotent_responses_write
 from tests.factories import TenantFactory
 
 

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.services import events_purge
+from streams.log.writes import events_purge
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from channels.worker import Worker
 from django.conf import settings
 from django.core.management import CommandError
 
-from streams.worker import PERSIST_CHANNEL, LogStreamWorker
+from streams.log.worker import PERSIST_CHANNEL, LogStreamWorker
 
 
 class EventhubWorker(Worker):

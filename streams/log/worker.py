@@ -16,8 +16,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
-from streams.backends.redis import LOG_STREAM, envelope_from_member, redis_client
-from streams.backends.redis import _key as tenant_key
+from streams.log.retry import Backoff
+from streams.log.writes import event_log_write_batch
+from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ PERSIST_CHANNEL = "eventhub.persist"
 
 class LogStreamWorker:
     def __init__(self) -> None:
-        from streams.services import event_log_write_batch
-
         self.redis = redis_client()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = asyncio.Event()
@@ -77,7 +76,7 @@ class LogStreamWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         logger.info("persistence worker %s reading %s", self.name, LOG_STREAM)
-        delay = 0.2
+        backoff = Backoff()
         while not self.stopping.is_set():
             try:
                 await self._ensure_group()
@@ -85,14 +84,13 @@ class LogStreamWorker:
                     entries = await self._next_batch()
                     if entries:
                         await self._commit(entries)
-                    delay = 0.2
+                    backoff.reset()
             except (RedisError, OSError) as exc:
-                logger.warning("redis unreachable (%s); retrying in %.1fs", exc, delay)
+                logger.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff.delay)
             except Exception:
                 # A failed database write: the entries stay pending and are retried.
-                logger.exception("persisting a batch failed; retrying in %.1fs", delay)
+                logger.exception("persisting a batch failed; retrying in %.1fs", backoff.delay)
             if not self.stopping.is_set():
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
         await self.redis.aclose()
         logger.info("persistence worker %s stopped", self.name)

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from streams import metrics
 from streams.envelope import Envelope
+from streams.log.retry import Backoff
 from streams.tasks import background_task
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class LocalLogQueue:
 
     async def _retrying(self, write, items: list, requeue: Callable[[list], None]) -> None:
         """Writes `items`, retrying with backoff: nothing accepted is ever dropped."""
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:
                 await write(items)
@@ -156,8 +157,7 @@ class LocalLogQueue:
                 raise
             except Exception:
                 logger.exception("event log write failed; retrying %d items", len(items))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
 
     async def _write(self, batch: list[Envelope]) -> None:
         await self._retrying(self._write_batch, batch, requeue=self._requeue_events)

@@ -1,0 +1,48 @@
+"""Provides where the hub keeps its shared state in Redis: the client, the key names, and the
+form of an event in a replay buffer and the log stream. Shared by the Redis engine
+(`streams.backends.redis`), which writes them, and the log worker (`streams.log.worker`), which
+reads the stream."""
+
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from streams.envelope import Envelope
+
+LOG_STREAM = "eventhub:log"
+
+
+def tenant_key(tenant_id: int, what: str) -> str:
+    """The key of one of a tenant's structures (`seq`, `buffer`, `stats`, `rate`, ...)."""
+    return f"eventhub:t:{tenant_id}:{what}"
+
+
+def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
+    """Rebuilds an Envelope from its replay-buffer (and log-stream) form.
+
+    The data is not parsed: PUBLISH writes `[seq,"seq-epoch",topic,type,ts,data]` with the data
+    as it was encoded, and topics and types (TOPIC_RE, TYPE_RE) hold no comma, quote or
+    backslash, so the first five fields split off at the first five commas.
+    """
+    text = member.decode() if isinstance(member, bytes) else member
+    seq, event_id, topic, type_, ts, data_json = text[1:-1].split(",", 5)
+    return Envelope.build(
+        tenant_id=tenant_id,
+        seq=int(seq),
+        epoch=event_id[1:-1].partition("-")[2],
+        topic=topic[1:-1],
+        type=type_[1:-1],
+        data_json=data_json,
+        received_at=datetime.fromtimestamp(float(ts), UTC),
+    )
+
+
+def redis_client() -> aioredis.Redis:
+    return aioredis.from_url(
+        settings.REDIS_URL,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )
