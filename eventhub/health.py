@@ -50,8 +50,8 @@ def readyz(request):
 
 @require_GET
 def metrics_view(request):
-    log_queue = getattr(runtime.peek_backend(), "log_queue", None)
-    if log_queue is not None:
-        lag = max((log_queue.pending(t)[1] for t in list(metrics.tenant_counters)), default=0.0)
+    backend = runtime.peek_backend()
+    lag = backend.log_lag_seconds() if backend is not None else None
+    if lag is not None:
         metrics.PERSISTENCE_LAG.set(lag)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

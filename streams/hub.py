@@ -12,6 +12,7 @@ from django.conf import settings
 
 from streams import metrics
 from streams.connections import Subscriber, TenantHub, websocket_text_frame
+from streams.engine import Engine
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.loop_watch import loop_watch
@@ -76,7 +77,7 @@ class ConnectionLimitReached(Exception):
 class Hub:
     """The process's hub; bound to the event loop it was started on."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend: Engine) -> None:
         self.loop = asyncio.get_running_loop()
         self.backend = backend
         self._credentials_revoked = database_sync_to_async(credentials_revoked)

@@ -12,15 +12,16 @@ from django.conf import settings
 
 from streams.backends.local import LocalBackend
 from streams.backends.redis import RedisBackend
+from streams.engine import Engine
 from streams.hub import Hub
 
 logger = logging.getLogger(__name__)
 
-_backend = None
+_backend: Engine | None = None
 _hub: Hub | None = None
 
 
-def get_backend():
+def get_backend() -> Engine:
     """The engine of the running loop: Redis when REDIS_URL is set, else this process."""
     global _backend
     loop = asyncio.get_running_loop()
@@ -43,7 +44,7 @@ def peek_hub() -> Hub | None:
     return _hub
 
 
-def peek_backend():
+def peek_backend() -> Engine | None:
     return _backend
 
 
@@ -103,6 +104,9 @@ def install_shutdown_hook() -> None:
         logger.info("shutting down: closing connections and draining the event log")
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
-    reactor.addSystemEventTrigger("after", "shutdown", _exit_when_stuck, EXIT_GRACE_SECONDS)
+    # Twisted declares its interfaces without `self`, which mypy reads one argument off
+    # without the mypy-zope plugin (https://github.com/Shoobx/mypy-zope).
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
+    after = (_exit_when_stuck, EXIT_GRACE_SECONDS)
+    reactor.addSystemEventTrigger("after", "shutdown", *after)  # type: ignore[arg-type]
     _hook_installed = True

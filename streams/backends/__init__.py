@@ -2,7 +2,8 @@
 event log and cross-process counters.
 
 `local` keeps them in this process (the embedded default); `redis` keeps them in Redis so that
-any number of processes act as one hub. Both offer the same coroutines:
+any number of processes act as one hub. Both are a `streams.engine.Engine`, which is what
+the hub, the services, replay and the health checks may use of them:
 
 - `publish(tenant_id, items, received_at, rate) -> list[Envelope]`: take `len(items)` from the
   tenant's rate bucket (`rate` events/s, burst the same; None: unlimited), then sequence,

@@ -175,6 +175,11 @@ class LocalBackend:
     async def current_epoch(self, tenant_id: int) -> str | None:
         return (await self._sequence(tenant_id)).epoch
 
+    def log_lag_seconds(self) -> float | None:
+        return max(
+            (self.log_queue.pending(t)[1] for t in list(metrics.tenant_counters)), default=0.0
+        )
+
     async def stats(self, tenant_id: int) -> dict:
         counters = metrics.tenant_counters[tenant_id]
         pending, lag = self.log_queue.pending(tenant_id)

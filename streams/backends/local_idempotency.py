@@ -225,7 +225,9 @@ class IdempotencyStore:
     def release(self, tenant_id: int, slot: str) -> None:
         """Gives up a claim; called when its publish failed, so a retry may run it again."""
         keys = self._tenants.get(tenant_id)
-        entry = keys.fresh.get(slot) if keys is not None else None
+        if keys is None:
+            return
+        entry = keys.fresh.get(slot)
         if entry is not None and entry.response is None:
             del keys.fresh[slot]
 
@@ -235,7 +237,9 @@ class IdempotencyStore:
         now = time.monotonic()
         for record in records:
             keys = self._tenants.get(record.tenant_id)
-            entry = keys.fresh.get(record.slot) if keys is not None else None
+            if keys is None:
+                continue
+            entry = keys.fresh.get(record.slot)
             if entry is not None and entry.response is not None:
                 del keys.fresh[record.slot]
                 keys.durable[record.slot] = entry

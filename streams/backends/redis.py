@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -274,8 +275,12 @@ class RedisBackend:
         self, tenant_id: int, from_seq: int, to_seq: int | None = None
     ) -> list[Envelope]:
         try:
-            members = await self.redis.zrangebyscore(
-                tenant_key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
+            # redis-py types every reply as the union of all its commands' replies.
+            members = cast(
+                list[bytes],
+                await self.redis.zrangebyscore(
+                    tenant_key(tenant_id, "buffer"), from_seq, "+inf" if to_seq is None else to_seq
+                ),
             )
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
@@ -467,11 +472,11 @@ class RedisBackend:
 
     async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]:
         """Live connections of the tenant on every process that is still alive."""
-        fields = await self.redis.hgetall(tenant_key(tenant_id, "connections"))
-        alive = set(
-            p.decode()
-            for p in await self.redis.zrangebyscore(PROCESSES, time.time() - PROCESS_TTL, "+inf")
+        fields = cast(
+            dict[bytes, bytes], await self.redis.hgetall(tenant_key(tenant_id, "connections"))
         )
+        processes = await self.redis.zrangebyscore(PROCESSES, time.time() - PROCESS_TTL, "+inf")
+        alive = {p.decode() for p in cast(list[bytes], processes)}
         alive.discard(self.process_id)
         # This process's own from its counts: its fields may be on their way to Redis.
         totals = {t: max(0, self._connections.get((tenant_id, t), 0)) for t in TRANSPORTS}
@@ -481,10 +486,17 @@ class RedisBackend:
                 totals[transport] += max(0, int(value))
         return totals
 
+    def log_lag_seconds(self) -> float | None:
+        return None  # the worker writes the log; its lag is in each tenant's stats
+
     async def stats(self, tenant_id: int) -> dict:
         try:
-            counters = await self.redis.hgetall(tenant_key(tenant_id, "stats"))
-            oldest = await self.redis.xrange(LOG_STREAM, "-", "+", count=1)
+            counters = cast(
+                dict[bytes, bytes], await self.redis.hgetall(tenant_key(tenant_id, "stats"))
+            )
+            oldest = cast(
+                list[tuple[bytes, dict]], await self.redis.xrange(LOG_STREAM, "-", "+", count=1)
+            )
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
         accepted = int(counters.get(b"accepted", 0))

@@ -3,6 +3,7 @@ the idempotent responses kept. Plain ORM code, called in worker threads by the e
 and the REST views."""
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from django.db.models import (
     Count,
@@ -42,7 +43,7 @@ def idempotent_responses_live(
     that what it leaves unread is never fetched.
     """
     now = timezone.now()
-    tenant = {
+    tenant: dict[str, Any] = {
         "partition_by": [F("tenant_id")],
         "order_by": [F("expires_at").desc(), F("pk").desc()],
     }

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from collections import Counter
+from typing import cast
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -53,8 +54,13 @@ class LogStreamWorker:
         entries = [e for e in claimed[1] if e[1]]
         if entries:
             return entries
-        response = await self.redis.xreadgroup(
-            GROUP, self.name, {LOG_STREAM: ">"}, count=self.batch_size, block=1000
+        # redis-py types every reply as the union of all its commands' replies: this one is
+        # [[stream, [(entry id, fields), ...]]].
+        response = cast(
+            list[tuple[bytes, list[tuple[bytes, dict]]]],
+            await self.redis.xreadgroup(
+                GROUP, self.name, {LOG_STREAM: ">"}, count=self.batch_size, block=1000
+            ),
         )
         return response[0][1] if response else []
 

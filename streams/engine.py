@@ -1,0 +1,80 @@
+"""Provides the contract of an engine: what the hub, the services, replay and the health checks
+may use of the shared state, whichever engine keeps it (`streams.backends`, whose docstring
+says what each method does). Low in the layers, so that the hub can name it without importing
+an engine."""
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from streams.envelope import Envelope
+
+
+class Engine(Protocol):
+    """The contract of an engine (`streams.backends` says what each method does).
+
+    Made on first use by `streams.runtime.get_backend`, bound to the event loop that serves
+    the process; every coroutine runs on that loop.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    layer: Any  # the channel layer events travel on (channels' BaseChannelLayer)
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(
+        self,
+        tenant_id: int,
+        items: Sequence[tuple[str, str, str]],
+        received_at: datetime,
+        rate: int | None = None,
+    ) -> list[Envelope]: ...
+
+    async def rate_wait(self, *, tenant_id: int, rate: int) -> float: ...
+
+    async def buffered(
+        self, tenant_id: int, from_seq: int, to_seq: int | None = None
+    ) -> list[Envelope]: ...
+
+    async def buffered_size(
+        self, tenant_id: int, from_seq: int, to_seq: int, patterns: Sequence[str]
+    ) -> tuple[int, int, int]: ...
+
+    async def buffered_page(
+        self, tenant_id: int, from_seq: int, to_seq: int, max_events: int, max_bytes: int
+    ) -> list[Envelope]: ...
+
+    async def current_seq(self, tenant_id: int) -> int: ...
+
+    async def current_epoch(self, tenant_id: int) -> str | None: ...
+
+    async def stats(self, tenant_id: int) -> dict: ...
+
+    def log_lag_seconds(self) -> float | None:
+        """Age of the oldest accepted event not yet in the log, over every tenant, as this
+        process knows it; None when this process cannot know (the Redis engine: its worker
+        writes the log)."""
+        ...
+
+    def count_delivered(self, tenant_id: int, n: int) -> None: ...
+
+    async def connection_acquire(
+        self, tenant_id: int, transport: str, limit: int, local: dict[str, int]
+    ) -> bool: ...
+
+    async def connection_change(self, tenant_id: int, transport: str, delta: int) -> None: ...
+
+    async def connections(self, tenant_id: int, local: dict[str, int]) -> dict[str, int]: ...
+
+    async def idempotency_claim(
+        self, tenant_id: int, slot: str, fingerprint: str, ttl: float
+    ) -> tuple[str, str | None] | None: ...
+
+    async def idempotency_save(
+        self, tenant_id: int, slot: str, fingerprint: str, response: str, ttl: float
+    ) -> None: ...
+
+    async def idempotency_release(self, tenant_id: int, slot: str) -> None: ...
