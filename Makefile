@@ -23,11 +23,11 @@ run: install
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# mypy reads the settings for their types only (django-stubs): DEBUG lets them load without secrets.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	# Settings are read for their types only (django-stubs); DEBUG lets them load without secrets.
 	DEBUG=1 $(VENV)/bin/mypy
 
 format: install
