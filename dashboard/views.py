@@ -12,6 +12,7 @@ from streams.backends import HubUnavailable, RateLimited
 from streams.event_input import EventInputSerializer, PayloadTooLarge
 from streams.selectors import tenant_stats
 from streams.services import event_publish
+from tenants.access import TENANT_SUSPENDED
 from tenants.selectors import tenants_visible_to
 
 
@@ -74,7 +75,7 @@ def tenant_publish(request, slug: str):
     """The test-publish form: the same service as the API, checked the same way."""
     tenant = _visible_tenant(request, slug)
     if not tenant.is_active:
-        return JsonResponse({"detail": "This tenant is suspended."}, status=403)
+        return JsonResponse({"detail": TENANT_SUSPENDED}, status=403)
     try:
         body = json.loads(request.body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser

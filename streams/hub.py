@@ -17,6 +17,7 @@ from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.loop_watch import loop_watch
 from streams.tasks import background_task
+from tenants.access import TENANT_SUSPENDED
 from tenants.selectors import credentials_revoked, session_grants_revoked
 
 logger = logging.getLogger(__name__)
@@ -540,7 +541,7 @@ class Hub:
             return
         for sub in subs:
             if sub.tenant_id in bad_tenants:
-                await self.close(sub, 4403, "This tenant is suspended.")
+                await self.close(sub, 4403, TENANT_SUSPENDED)
             elif sub.key_id is not None and sub.key_id in bad_keys:
                 reason = "The key of this connection was revoked, expired or lost 'subscribe'."
                 await self.close(sub, 4403, reason)

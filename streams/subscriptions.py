@@ -14,6 +14,7 @@ from streams.hub import ConnectionLimitReached, Subscriber
 from streams.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.tokens import TokenExpired, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
+from tenants.access import TENANT_SUSPENDED, Refused, principal_denial
 from tenants.authentication import bearer_key
 from tenants.selectors import (
     Principal,
@@ -73,16 +74,12 @@ def _header(scope: dict, name: bytes) -> bytes | None:
 
 
 def _check_principal(principal: Principal | None) -> Principal:
-    if principal is None:
-        raise _unauthenticated("Unknown API key.")
-    if principal.revoked:
-        raise _unauthenticated("This API key has been revoked.")
-    if principal.expired:
-        raise _unauthenticated("This API key has expired.")
-    if not principal.tenant_active:
-        raise _forbidden("This tenant is suspended.")
-    if "subscribe" not in principal.scopes:
-        raise _forbidden("This API key lacks the 'subscribe' scope.")
+    denial = principal_denial(principal, "subscribe")
+    if denial is not None:
+        if denial.kind is Refused.UNAUTHENTICATED:
+            raise _unauthenticated(denial.detail)
+        raise _forbidden(denial.detail)
+    assert principal is not None  # refused above
     return principal
 
 
@@ -128,7 +125,7 @@ async def _authenticate(scope: dict, query: dict[str, str]) -> _Credential:
         if tenant is None:
             raise _forbidden("This user may not see that tenant.")
         if not tenant.is_active:
-            raise _forbidden("This tenant is suspended.")
+            raise _forbidden(TENANT_SUSPENDED)
         session = scope.get("session")
         session_key = getattr(session, "session_key", None) or ""
         return _Credential(tenant.pk, None, ("*",), tenant.max_connections, (user.pk, session_key))

@@ -4,6 +4,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from tenants import selectors, services
+from tenants.access import Refused, principal_denial
 from tenants.selectors import Principal
 
 
@@ -58,11 +59,10 @@ async def abearer_principal(header: bytes) -> Principal:
 def principal_usable(principal: Principal | None) -> Principal:
     """Returns the principal of a key that may be used now, noting its use; raises
     AuthenticationFailed for an unknown, revoked or expired key."""
-    if principal is None:
-        raise exceptions.AuthenticationFailed("Unknown API key.")
-    if principal.revoked:
-        raise exceptions.AuthenticationFailed("This API key has been revoked.")
-    if principal.expired:
-        raise exceptions.AuthenticationFailed("This API key has expired.")
+    denial = principal_denial(principal)
+    if denial is not None and denial.kind is Refused.UNAUTHENTICATED:
+        raise exceptions.AuthenticationFailed(denial.detail)
+    assert principal is not None  # an unknown key is refused above
+    # A suspended tenant or a missing scope is the permission's to refuse (403, not 401).
     services.api_key_mark_used(key_id=principal.key_id)
     return principal

@@ -3,6 +3,7 @@
 from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 
+from tenants.access import principal_denial
 from tenants.selectors import Principal
 
 
@@ -20,7 +21,6 @@ class HasApiKey(BasePermission):
 
 def principal_permit(principal: Principal, scope: str | None) -> None:
     """Raises PermissionDenied unless the key's tenant is active and the key holds `scope`."""
-    if not principal.tenant_active:
-        raise exceptions.PermissionDenied("This tenant is suspended.")
-    if scope and scope not in principal.scopes:
-        raise exceptions.PermissionDenied(f"This API key lacks the '{scope}' scope.")
+    denial = principal_denial(principal, scope)
+    if denial is not None:
+        raise exceptions.PermissionDenied(denial.detail)

@@ -182,7 +182,8 @@ def api_key_find(*, prefix_or_key: str) -> ApiKey | None:
 def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set[int], set[int]]:
     """Of the given keys and tenants, returns (keys no longer usable to subscribe: revoked,
     expired or without the `subscribe` scope; tenants suspended); one query each, run every few
-    seconds by each hub to close connections that lost their right."""
+    seconds by each hub to close connections that lost their right. The rule of
+    `tenants.access.principal_denial` for "subscribe", as queries over many keys at once."""
     now = timezone.now()
     usable = {
         pk
