@@ -110,13 +110,14 @@ async def run(engine: str, window: int, workdir: Path) -> list[tuple[str, float]
 def sequencing_cost(samples: int = 2000) -> list[tuple[str, float]]:
     """What sequencing adds to a publish on Redis: the Lua script that rate-limits, numbers,
     buffers and logs an event, against the one PUBLISH a channel layer alone would do."""
-    from streams.backends.redis import PUBLISH, SEED, _key
+    from streams.backends.redis import PUBLISH, SEED
+    from streams.redis_keys import tenant_key
 
     client = redis.Redis(db=13)
     client.flushdb()
     tenant = 999_999
-    keys = [_key(tenant, "seq"), _key(tenant, "buffer"), "eventhub:bench-log"]
-    keys += [_key(tenant, "stats"), _key(tenant, "rate")]
+    keys = [tenant_key(tenant, "seq"), tenant_key(tenant, "buffer"), "eventhub:bench-log"]
+    keys += [tenant_key(tenant, "stats"), tenant_key(tenant, "rate")]
     client.register_script(SEED)(keys=[keys[0]], args=[0, "bench"])
     script = client.register_script(PUBLISH)
     data = json.dumps({"n": 1, "text": "x" * 100})

@@ -152,7 +152,7 @@ EVENTHUB_HISTORY_MAX_BYTES = env.int("EVENTHUB_HISTORY_MAX_BYTES", default=4 * 1
 # Bytes a client may leave unread before it is closed as a slow consumer (4008).
 EVENTHUB_MAX_BUFFER_BYTES = env.int("EVENTHUB_MAX_BUFFER_BYTES", default=4 * 1024 * 1024)
 EVENTHUB_MAX_DATA_DEPTH = env.int("EVENTHUB_MAX_DATA_DEPTH", default=32)
-# Events a process's hub may hold queued for one tenant's delivery (streams/hub.py).
+# Events a process's hub may hold queued for one tenant's delivery (streams/delivery/hub.py).
 EVENTHUB_HUB_INBOX_EVENTS = env.int("EVENTHUB_HUB_INBOX_EVENTS", default=10_000)
 # Events written by the log writer in one transaction, and how long it waits to fill a batch.
 EVENTHUB_PERSIST_BATCH = env.int("EVENTHUB_PERSIST_BATCH", default=500)

@@ -5,9 +5,9 @@ from django.urls import path, re_path
 from eventhub.origins import OriginGuard
 from eventhub.sessions import SessionWhenCookie
 from streams import apis
-from streams.consumers.not_found import NotFoundWebsocketConsumer
-from streams.consumers.sse import EventsSseConsumer
-from streams.consumers.websocket import EventsWebsocketConsumer
+from streams.delivery.consumers.not_found import NotFoundWebsocketConsumer
+from streams.delivery.consumers.sse import EventsSseConsumer
+from streams.delivery.consumers.websocket import EventsWebsocketConsumer
 from streams.ingest import PublishEndpoint
 
 websocket_urlpatterns = [

@@ -12,8 +12,8 @@ from django.conf import settings
 
 from streams.backends.local import LocalBackend
 from streams.backends.redis import RedisBackend
+from streams.delivery.hub import Hub
 from streams.engine import Engine
-from streams.hub import Hub
 
 logger = logging.getLogger(__name__)
 

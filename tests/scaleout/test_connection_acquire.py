@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from streams.backends.redis import PROCESS_TTL, PROCESSES, RedisBackend, _key
+from streams.backends.redis import PROCESS_TTL, PROCESSES, RedisBackend
+from streams.redis_keys import tenant_key
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +68,7 @@ async def test_a_connect_cancelled_while_redis_answers_leaves_no_count_behind(en
     field = f"{engine.process_id}|websocket"
     await asyncio.wait_for(asyncio.gather(*engine._acquiring), 5)  # the script's own task
     # Counted by the script after all, then given back.
-    assert await engine.redis.hget(_key(TENANT, "connections"), field) is None
+    assert await engine.redis.hget(tenant_key(TENANT, "connections"), field) is None
     assert engine._connections[(TENANT, "websocket")] == 0
 
 
@@ -90,7 +91,7 @@ async def test_connections_closed_after_redis_lost_their_counts_leave_none_negat
     await first.redis.flushdb()
     await first.connection_change(TENANT, "websocket", -1)
     await first.connection_change(TENANT, "sse", -1)
-    assert await first.redis.hgetall(_key(TENANT, "connections")) == {}
+    assert await first.redis.hgetall(tenant_key(TENANT, "connections")) == {}
     # Counted from zero, not from -1: the tenant gets its limit, not more.
     outcomes = [await acquire(second, 2) for _ in range(4)]
     assert outcomes == [True, True, False, False]

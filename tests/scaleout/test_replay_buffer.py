@@ -7,8 +7,9 @@ import json
 import pytest
 from django.utils import timezone
 
-from streams.backends.redis import RedisBackend, envelope_from_member
+from streams.backends.redis import RedisBackend
 from streams.envelope import data_encode
+from streams.redis_keys import envelope_from_member
 from tests.factories import TenantFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

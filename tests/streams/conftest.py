@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from streams.hub import Hub
+from streams.delivery.hub import Hub
 from tests.streams.test_hub import FakeBackend
 
 

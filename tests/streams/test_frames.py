@@ -5,7 +5,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from streams.connections import websocket_text_frame
+from streams.delivery.daphne_transport import websocket_text_frame
 
 
 def parse(frame_bytes: bytes) -> Frame:

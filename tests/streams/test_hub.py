@@ -1,4 +1,4 @@
-"""The per-process hub (streams.hub), driven directly over a stand-in engine."""
+"""The per-process hub (streams.delivery.hub), driven directly over a stand-in engine."""
 
 import asyncio
 import json
@@ -9,9 +9,9 @@ from channels.layers import InMemoryChannelLayer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.delivery.hub import ConnectionLimitReached, Hub, Subscriber, TenantHub
 from streams.envelope import Envelope
 from streams.groups import tenant_group
-from streams.hub import ConnectionLimitReached, Hub, Subscriber, TenantHub
 from streams.topics import pattern_matches
 
 TENANT = 1

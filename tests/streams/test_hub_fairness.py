@@ -3,7 +3,7 @@ tenant's burst does not hold a small tenant's events behind all of it."""
 
 import asyncio
 
-from streams import hub as hub_module
+from streams.delivery import hub as hub_module
 from streams.groups import tenant_group
 from tests.streams.test_hub import Client, FakeBackend, envelope, joined
 

@@ -1,4 +1,4 @@
-"""A property of the per-process hub (streams.hub.Hub.deliver): however a tenant's events
+"""A property of the per-process hub (streams.delivery.hub.Hub.deliver): however a tenant's events
 arrive from the channel layer (out of order, dropped, duplicated, in batches of any size),
 every subscriber sees each seq once, in strictly increasing order, with no gap that the replay
 buffer could fill; and a re-seeded sequence (a new epoch starting lower) restarts delivery.
@@ -14,9 +14,9 @@ from channels.layers import InMemoryChannelLayer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.connections import Subscriber
+from streams.delivery.hub import Hub
+from streams.delivery.subscribers import Subscriber
 from streams.envelope import Envelope
-from streams.hub import Hub
 
 TENANT = 7
 TOPICS = ["a", "b.x", "b.y"]

@@ -11,8 +11,8 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 
 from eventhub.asgi import application
-from streams import replay
 from streams.backends.local import LocalBackend
+from streams.delivery import replay
 from streams.models import Event
 from tests.conftest import asgi_client
 from tests.streams.test_sse_consumer import connect as sse_connect

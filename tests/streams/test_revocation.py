@@ -16,7 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from eventhub.asgi import application
-from streams.hub import AUTH_RECHECK_SECONDS
+from streams.delivery.hub import AUTH_RECHECK_SECONDS
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client

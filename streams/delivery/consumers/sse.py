@@ -8,9 +8,9 @@ from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
 from streams import runtime
-from streams.consumers.membership import HubMembershipMixin
-from streams.hub import Subscriber
-from streams.subscriptions import Refusal, subscription_admit, subscription_start
+from streams.delivery.admission import Refusal, subscription_admit, subscription_start
+from streams.delivery.consumers.membership import HubMembershipMixin
+from streams.delivery.hub import Subscriber
 
 logger = logging.getLogger(__name__)
 

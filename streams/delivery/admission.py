@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from streams import runtime
+from streams.delivery.hub import ConnectionLimitReached, Subscriber
+from streams.delivery.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.envelope import event_id_parse
-from streams.hub import ConnectionLimitReached, Subscriber
-from streams.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.tokens import TokenExpired, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
 from tenants.access import TENANT_SUSPENDED, Refused, principal_denial

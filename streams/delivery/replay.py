@@ -19,7 +19,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import runtime
-from streams.connections import Subscriber, websocket_text_frame
+from streams.delivery.daphne_transport import websocket_text_frame
+from streams.delivery.subscribers import Subscriber
 from streams.envelope import Envelope, event_id_parse
 from streams.log.reads import event_log_count, event_log_has, event_log_page, event_log_span
 from streams.topics import patterns_matcher

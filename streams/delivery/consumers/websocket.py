@@ -8,10 +8,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from streams import runtime
-from streams.connections import server_protocol
-from streams.consumers.membership import HubMembershipMixin
-from streams.hub import Subscriber
-from streams.subscriptions import Refusal, subscription_admit, subscription_start
+from streams.delivery.admission import Refusal, subscription_admit, subscription_start
+from streams.delivery.consumers.membership import HubMembershipMixin
+from streams.delivery.daphne_transport import server_protocol
+from streams.delivery.hub import Subscriber
 
 logger = logging.getLogger(__name__)
 

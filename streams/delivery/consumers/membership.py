@@ -4,8 +4,8 @@ replay task that a consumer starts once it has welcomed its client."""
 import asyncio
 
 from streams import runtime
-from streams.hub import Subscriber
-from streams.replay import ReplayPlan, replay_stream
+from streams.delivery.hub import Subscriber
+from streams.delivery.replay import ReplayPlan, replay_stream
 
 
 class HubMembershipMixin:

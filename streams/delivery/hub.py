@@ -11,7 +11,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import metrics
-from streams.connections import Subscriber, TenantHub, websocket_text_frame
+from streams.delivery.daphne_transport import websocket_text_frame
+from streams.delivery.subscribers import Subscriber, TenantHub
 from streams.engine import Engine
 from streams.envelope import Envelope
 from streams.groups import tenant_group
