@@ -1,40 +1,35 @@
 """Provides the per-process hub: the one channel-layer member per process that fans each event,
-encoded once, out to every local connection whose topics match."""
+encoded once, out to every local connection whose topics match, each once and in seq order.
+Its connections' upkeep (pings, stale and slow ones, revoked credentials, catch-up) is the
+supervisor's (`streams.delivery.supervisor`).
+
+Over 300 lines: membership and ordered delivery (epochs, gaps, runs, fair turns) share the
+tenant's state and lock, and read best together."""
 
 import asyncio
 import contextlib
 import logging
-import random
 import time
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import metrics
+from streams.delivery import fairness
 from streams.delivery.daphne_transport import websocket_text_frame
 from streams.delivery.subscribers import Subscriber, TenantHub
+from streams.delivery.supervisor import Supervisor
 from streams.engine import Engine
 from streams.envelope import Envelope
 from streams.groups import tenant_group
 from streams.loop_watch import loop_watch
 from streams.tasks import background_task
-from tenants.access import TENANT_SUSPENDED
-from tenants.selectors import credentials_revoked, session_grants_revoked
 
 logger = logging.getLogger(__name__)
 
 
-# How often each hub re-checks that its connections' keys and tenants are still valid.
-AUTH_RECHECK_SECONDS = 2.0
-# How long one tenant's deliveries may hold the loop before the others get a turn.
-FAIR_SLICE_SECONDS = 0.001
 # At most this many events, or about this many bytes of them, are broadcast as one run.
 RUN_EVENTS = 100
 RUN_BYTES = 256 * 1024
-
-PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
-PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
-PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
 
 
 class _Frames:
@@ -82,8 +77,6 @@ class Hub:
     def __init__(self, backend: Engine) -> None:
         self.loop = asyncio.get_running_loop()
         self.backend = backend
-        self._credentials_revoked = database_sync_to_async(credentials_revoked)
-        self._session_grants_revoked = database_sync_to_async(session_grants_revoked)
         self.layer = backend.layer
         self.channel: str | None = None
         self.tenants: dict[int, TenantHub] = {}
@@ -92,6 +85,7 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._group_lock = asyncio.Lock()
         self.closing = False
+        self.supervisor = Supervisor(self)
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -103,7 +97,7 @@ class Hub:
             self.channel = await self.layer.new_channel(prefix="eventhub.hub")
             self._tasks = [
                 background_task(self._receive_loop(), name="eventhub-hub-receive"),
-                background_task(self._heartbeat_loop(), name="eventhub-hub-heartbeat"),
+                background_task(self.supervisor.run(), name="eventhub-hub-heartbeat"),
                 background_task(loop_watch(), name="eventhub-loop-watch"),
             ]
 
@@ -197,7 +191,7 @@ class Hub:
             await sub.close(code, reason)
         await self.unsubscribe(sub)
 
-    def _drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
+    def drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
         """Closes a connection that failed or fell behind, outside the loop that found it."""
         if not sub.closed:
             self.loop.create_task(self.close(sub, code, reason))
@@ -225,7 +219,7 @@ class Hub:
                 try:
                     await sub.send(message)
                 except Exception:
-                    self._drop(sub)
+                    self.drop(sub)
                     return
                 self.backend.count_delivered(sub.tenant_id, 1)
         sub.pending, sub.pending_bytes = None, 0
@@ -291,7 +285,7 @@ class Hub:
         run: list[Envelope] = []  # in seq order, broadcast together (`_broadcast_run`)
         since = time.perf_counter()
         for envelope in envelopes:
-            if time.perf_counter() - since > FAIR_SLICE_SECONDS:
+            if time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
                 # A long batch of one tenant lets the others' events through between its
                 # runs: theirs wait for about one broadcast, not the whole batch.
                 await asyncio.sleep(0)
@@ -315,7 +309,7 @@ class Hub:
             if envelope.seq <= tenant.last_seq:
                 continue
             if envelope.seq > tenant.last_seq + 1:
-                for missing in await self._fill(tenant_id, tenant.last_seq + 1, envelope.seq - 1):
+                for missing in await self.fill(tenant_id, tenant.last_seq + 1, envelope.seq - 1):
                     if missing.seq > tenant.last_seq and missing.epoch == epoch:
                         tenant.last_seq = missing.seq
                         await self._add_to_run(tenant_id, tenant, run, missing)
@@ -343,7 +337,7 @@ class Hub:
         for sub in tenant.subscribers:
             sub.last_seq = min(sub.last_seq, last_seq)
 
-    async def _fill(self, tenant_id: int, first: int, last: int) -> list[Envelope]:
+    async def fill(self, tenant_id: int, first: int, last: int) -> list[Envelope]:
         try:
             return await self.backend.buffered(tenant_id, first, last)
         except Exception:
@@ -377,7 +371,7 @@ class Hub:
         encoded: dict[tuple[str, int], bytes] = {}
         delivered = 0
         for count, (sub, its_topics) in enumerate(matched.items(), 1):
-            if not count % 64 and time.perf_counter() - since > FAIR_SLICE_SECONDS:
+            if not count % 64 and time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
                 await asyncio.sleep(0)  # as in `_broadcast`
                 since = time.perf_counter()
             key = tuple(its_topics)
@@ -390,7 +384,7 @@ class Hub:
             if sub.pending is not None:
                 for envelope in frames.envelopes:
                     if not sub.hold(envelope):
-                        self._drop(sub, 4008, "slow consumer: reconnect with your last id")
+                        self.drop(sub, 4008, "slow consumer: reconnect with your last id")
                         break
                 continue
             if sub.closed:
@@ -417,7 +411,7 @@ class Hub:
             except Exception:
                 # One broken connection must not stop the broadcast to the others.
                 logger.warning("dropping connection %s after a failed send", sub.connection_id)
-                self._drop(sub)
+                self.drop(sub)
         self.backend.count_delivered(tenant_id, delivered)
         metrics.BROADCAST_SECONDS.observe(time.perf_counter() - started)
 
@@ -432,7 +426,7 @@ class Hub:
         delivered = 0
         since = started
         for count, sub in enumerate(recipients, 1):
-            if not count % 64 and time.perf_counter() - since > FAIR_SLICE_SECONDS:
+            if not count % 64 and time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
                 # A broadcast to thousands is cut into turns too: what other tenants need
                 # from the loop waits for one slice of it, not all of it. The tenant's next
                 # broadcast still starts after this one ends (its delivery lock).
@@ -440,7 +434,7 @@ class Hub:
                 since = time.perf_counter()
             if sub.pending is not None:
                 if not sub.hold(envelope):
-                    self._drop(sub, 4008, "slow consumer: reconnect with your last id")
+                    self.drop(sub, 4008, "slow consumer: reconnect with your last id")
                 continue
             if sub.closed or envelope.seq <= sub.last_seq:
                 continue
@@ -454,7 +448,7 @@ class Hub:
                         continue
                 except Exception:
                     logger.warning("dropping connection %s after a failed write", sub.connection_id)
-                    self._drop(sub)
+                    self.drop(sub)
                     continue
             if sub.transport == "websocket":
                 message = ws
@@ -472,7 +466,7 @@ class Hub:
             except Exception:
                 # One broken connection must not stop the broadcast to the others.
                 logger.warning("dropping connection %s after a failed send", sub.connection_id)
-                self._drop(sub)
+                self.drop(sub)
         self.backend.count_delivered(tenant_id, delivered)
         metrics.BROADCAST_SECONDS.observe(time.perf_counter() - started)
 
@@ -494,129 +488,6 @@ class Hub:
                 self._enqueue(tenant_id, envelopes)
             except Exception:
                 logger.exception("hub failed to take a message")
-
-    # Heartbeat -----------------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        interval = settings.EVENTHUB_HEARTBEAT_INTERVAL
-        stale = settings.EVENTHUB_STALE_TIMEOUT
-        tick = min(1.0, interval / 2, stale / 4)
-        next_auth_check = time.monotonic() + AUTH_RECHECK_SECONDS
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                now = time.monotonic()
-                await self._beat(now, interval, stale)
-                await self._catch_up()
-                if now >= next_auth_check:
-                    next_auth_check = now + AUTH_RECHECK_SECONDS
-                    await self._close_revoked()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("heartbeat tick failed")
-
-    async def _close_revoked(self) -> None:
-        """Closes connections whose key was revoked, expired or lost its `subscribe` scope, or
-        whose tenant was suspended, since they connected (4403; an SSE stream ends)."""
-        subs = [
-            sub
-            for tenant in self.tenants.values()
-            for sub in tenant.subscribers
-            if not sub.opening  # not welcomed yet: checked on the next round
-        ]
-        if not subs:
-            return
-        key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
-        tenant_ids = {sub.tenant_id for sub in subs}
-        grants = {_grant(sub) for sub in subs if sub.session is not None}
-        forbidden = ended = frozenset()
-        try:
-            bad_keys, bad_tenants = await self._credentials_revoked(
-                key_ids=key_ids, tenant_ids=tenant_ids
-            )
-            if grants:  # most hubs hold no dashboard session: no thread hop for nothing
-                forbidden, ended = await self._session_grants_revoked(grants=grants)
-        except Exception:
-            logger.warning("could not re-check subscriber credentials; will retry")
-            return
-        for sub in subs:
-            if sub.tenant_id in bad_tenants:
-                await self.close(sub, 4403, TENANT_SUSPENDED)
-            elif sub.key_id is not None and sub.key_id in bad_keys:
-                reason = "The key of this connection was revoked, expired or lost 'subscribe'."
-                await self.close(sub, 4403, reason)
-            elif sub.session is not None and _grant(sub) in forbidden:
-                await self.close(sub, 4403, "This session may no longer see this tenant.")
-            elif sub.session is not None and _grant(sub) in ended:
-                # Not final: after logging in again the browser holds a new session and is
-                # admitted when it reconnects; after a logout it is refused then (4401).
-                await self.close(sub, 1012, "The session changed; reconnect.")
-
-    async def _catch_up(self) -> None:
-        """Delivers events whose layer message never came (the layer is at-most-once): each
-        tick, a tenant whose sequence is ahead of what this process delivered is filled from
-        the replay buffer.
-
-        A tenant whose delivery task runs is left to it: what it has queued would be read
-        again, and the heartbeat, which serves every tenant, would wait for its lock. A gap
-        its queue dropped shows with its next event, or on a tick after the task ends."""
-        for tenant_id, tenant in list(self.tenants.items()):
-            if tenant.last_seq is None or tenant.draining:
-                continue
-            try:
-                current = await self.backend.current_seq(tenant_id)
-            except Exception:
-                continue
-            if current > tenant.last_seq:
-                missing = await self._fill(tenant_id, tenant.last_seq + 1, current)
-                if missing:
-                    await self.deliver(tenant_id, missing)
-
-    async def _beat(self, now: float, interval: float, stale: float) -> None:
-        """One heartbeat tick: closes stale connections and slow consumers, and pings each
-        connection whose own turn has come.
-
-        Each connection is pinged every `interval` from a first ping at a random point of the
-        second half of its first interval, not all at once: a crowd that connected together
-        would otherwise be pinged together, and its thousands of pongs, arriving together,
-        held the loop for a few hundred milliseconds (bench/noisy.py burst) every interval.
-        Never in the first half: a client needs no ping that soon after its welcome.
-        """
-        max_backlog = settings.EVENTHUB_MAX_BUFFER_BYTES
-        since = time.perf_counter()
-        for tenant in list(self.tenants.values()):
-            for count, sub in enumerate(list(tenant.subscribers), 1):
-                if not count % 64 and time.perf_counter() - since > FAIR_SLICE_SECONDS:
-                    # Thousands of pings at once held the loop for tens of milliseconds.
-                    await asyncio.sleep(0)
-                    since = time.perf_counter()
-                if sub.closed or sub.opening:
-                    continue  # its welcome must be the first thing it gets
-                if sub.transport == "websocket" and now - sub.last_seen > stale:
-                    await self.close(sub, 4408, "no frame from the client in time")
-                    continue
-                # Checked once a tick, after the server had time to flush: a burst may pass
-                # through, a client that stopped reading may not.
-                if sub.backlog is not None and sub.backlog() > max_backlog:
-                    await self.close(sub, 4008, "slow consumer: reconnect with your last id")
-                    continue
-                if not sub.next_ping:
-                    sub.next_ping = now + random.uniform(interval / 2, interval)
-                if now >= sub.next_ping:
-                    sub.next_ping = now + interval
-                    try:
-                        # Prebuilt, as an event's frame is; through ASGI when it declines.
-                        if sub.write_frame is None or not sub.write_frame(PING_WS_FRAME):
-                            await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
-                    except Exception:
-                        self._drop(sub)
-
-
-def _grant(sub: Subscriber) -> tuple[int, int, str]:
-    """(user, tenant, session key) of a connection a dashboard session opened."""
-    user_id, session_key = sub.session
-    return user_id, sub.tenant_id, session_key
 
 
 __all__ = ["ConnectionLimitReached", "Hub", "Subscriber", "TenantHub"]

@@ -3,7 +3,7 @@ tenant's burst does not hold a small tenant's events behind all of it."""
 
 import asyncio
 
-from streams.delivery import hub as hub_module
+from streams.delivery import fairness, supervisor
 from streams.groups import tenant_group
 from tests.streams.test_hub import Client, FakeBackend, envelope, joined
 
@@ -20,7 +20,7 @@ async def published(backend: FakeBackend, tenant_id: int, seqs) -> None:
 async def test_a_quiet_tenants_event_is_delivered_during_a_noisy_tenants_burst(
     hub, backend, monkeypatch
 ):
-    monkeypatch.setattr(hub_module, "FAIR_SLICE_SECONDS", 0.0)  # a turn after every broadcast
+    monkeypatch.setattr(fairness, "FAIR_SLICE_SECONDS", 0.0)  # a turn after every broadcast
     noisy = [Client(tenant_id=NOISY) for _ in range(50)]
     quiet = Client(tenant_id=QUIET)
     await joined(hub, *noisy, quiet)
@@ -96,7 +96,7 @@ async def test_the_catch_up_tick_leaves_a_tenant_whose_deliveries_run_to_them(hu
         hub._enqueue(NOISY, [envelope(seq, tenant_id=NOISY)])
     await asyncio.sleep(0.01)  # the delivery task holds the tenant's lock, sending seq 1
 
-    await asyncio.wait_for(hub._catch_up(), 0.5)
+    await asyncio.wait_for(hub.supervisor._catch_up(), 0.5)
 
     assert filled == []
     release.set()
@@ -104,7 +104,7 @@ async def test_the_catch_up_tick_leaves_a_tenant_whose_deliveries_run_to_them(hu
 
 
 async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkeypatch, loop_turns):
-    monkeypatch.setattr(hub_module, "FAIR_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(fairness, "FAIR_SLICE_SECONDS", 0.0)
     clients = [Client(tenant_id=NOISY) for _ in range(640)]
     await joined(hub, *clients)
     for client in clients:
@@ -112,9 +112,9 @@ async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkey
         client.sub.next_ping = 1.0  # due
     loop_turns.count = 0
 
-    await hub._beat(asyncio.get_running_loop().time(), 15.0, stale=3600)
+    await hub.supervisor._beat(asyncio.get_running_loop().time(), 15.0, stale=3600)
 
-    assert all(c.messages == [hub_module.PING_WS] for c in clients)
+    assert all(c.messages == [supervisor.PING_WS] for c in clients)
     assert loop_turns.count >= 640 // 64 - 1  # the loop ran between every slice of 64
 
 
@@ -128,13 +128,13 @@ async def test_a_crowd_that_connected_at_once_is_pinged_in_turns_each_once_an_in
     pinged_per_tick = []
     for tick in range(int(interval) + 1):  # a tick a second over the first interval
         before = sum(len(c.messages) for c in clients)
-        await hub._beat(start + tick, interval, stale=3600)
+        await hub.supervisor._beat(start + tick, interval, stale=3600)
         pinged_per_tick.append(sum(len(c.messages) for c in clients) - before)
 
-    assert all(c.messages == [hub_module.PING_WS] for c in clients)
+    assert all(c.messages == [supervisor.PING_WS] for c in clients)
     # Spread over the second half of the interval (about 40 a tick), not 300 at once.
     assert sum(pinged_per_tick[: int(interval) // 2]) == 0, pinged_per_tick
     assert max(pinged_per_tick) < 120, pinged_per_tick
     for tick in range(int(interval) + 1, 2 * int(interval) + 1):
-        await hub._beat(start + tick, interval, stale=3600)
-    assert all(c.messages == [hub_module.PING_WS] * 2 for c in clients)
+        await hub.supervisor._beat(start + tick, interval, stale=3600)
+    assert all(c.messages == [supervisor.PING_WS] * 2 for c in clients)

@@ -1,7 +1,8 @@
 """Revoking a key or suspending a tenant takes effect on live connections and on publishing.
 
-Live connections are re-checked by each process's hub every AUTH_RECHECK_SECONDS (2 s, on a
-heartbeat tick of at most 1 s), so a connection that lost its right is closed within about 3 s;
+Live connections are re-checked by each process's hub (its supervisor) every
+AUTH_RECHECK_SECONDS (2 s, on a heartbeat tick of at most 1 s), so a connection that lost its
+right is closed within about 3 s;
 the tests allow CLOSED_WITHIN. They run with the default timings, as a deployment would.
 """
 
@@ -16,7 +17,7 @@ from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
 from eventhub.asgi import application
-from streams.delivery.hub import AUTH_RECHECK_SECONDS
+from streams.delivery.supervisor import AUTH_RECHECK_SECONDS
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client

@@ -1,0 +1,160 @@
+"""Provides the hub's supervisor: the one heartbeat loop per process that keeps its connections
+honest. Each tick it pings the connections whose turn has come, closes WebSocket clients that
+fell silent (4408) and slow consumers (4008), closes connections whose key, tenant or session
+lost its right (4403, 1012), and catches up events whose layer message never came."""
+
+import asyncio
+import logging
+import random
+import time
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from streams.delivery import fairness
+from streams.delivery.daphne_transport import websocket_text_frame
+from streams.delivery.subscribers import Subscriber
+from tenants.access import TENANT_SUSPENDED
+from tenants.selectors import credentials_revoked, session_grants_revoked
+
+logger = logging.getLogger(__name__)
+
+# How often each hub re-checks that its connections' keys and tenants are still valid.
+AUTH_RECHECK_SECONDS = 2.0
+
+PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
+PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
+
+
+class Supervisor:
+    """The upkeep of one hub's connections (`hub`: the Hub that made it, whose `tenants`,
+    `close`, `drop`, `fill`, `deliver` and `backend` it uses)."""
+
+    def __init__(self, hub) -> None:
+        self.hub = hub
+        self._credentials_revoked = database_sync_to_async(credentials_revoked)
+        self._session_grants_revoked = database_sync_to_async(session_grants_revoked)
+
+    async def run(self) -> None:
+        """Runs for the life of the hub (started by Hub.start, cancelled at shutdown): a tick
+        every second at most, each doing the rounds below."""
+        interval = settings.EVENTHUB_HEARTBEAT_INTERVAL
+        stale = settings.EVENTHUB_STALE_TIMEOUT
+        tick = min(1.0, interval / 2, stale / 4)
+        next_auth_check = time.monotonic() + AUTH_RECHECK_SECONDS
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                now = time.monotonic()
+                await self._beat(now, interval, stale)
+                await self._catch_up()
+                if now >= next_auth_check:
+                    next_auth_check = now + AUTH_RECHECK_SECONDS
+                    await self._close_revoked()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("heartbeat tick failed")
+
+    async def _close_revoked(self) -> None:
+        """Closes connections whose key was revoked, expired or lost its `subscribe` scope, or
+        whose tenant was suspended, since they connected (4403; an SSE stream ends)."""
+        subs = [
+            sub
+            for tenant in self.hub.tenants.values()
+            for sub in tenant.subscribers
+            if not sub.opening  # not welcomed yet: checked on the next round
+        ]
+        if not subs:
+            return
+        key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
+        tenant_ids = {sub.tenant_id for sub in subs}
+        grants = {_grant(sub) for sub in subs if sub.session is not None}
+        forbidden = ended = frozenset()
+        try:
+            bad_keys, bad_tenants = await self._credentials_revoked(
+                key_ids=key_ids, tenant_ids=tenant_ids
+            )
+            if grants:  # most hubs hold no dashboard session: no thread hop for nothing
+                forbidden, ended = await self._session_grants_revoked(grants=grants)
+        except Exception:
+            logger.warning("could not re-check subscriber credentials; will retry")
+            return
+        for sub in subs:
+            if sub.tenant_id in bad_tenants:
+                await self.hub.close(sub, 4403, TENANT_SUSPENDED)
+            elif sub.key_id is not None and sub.key_id in bad_keys:
+                reason = "The key of this connection was revoked, expired or lost 'subscribe'."
+                await self.hub.close(sub, 4403, reason)
+            elif sub.session is not None and _grant(sub) in forbidden:
+                await self.hub.close(sub, 4403, "This session may no longer see this tenant.")
+            elif sub.session is not None and _grant(sub) in ended:
+                # Not final: after logging in again the browser holds a new session and is
+                # admitted when it reconnects; after a logout it is refused then (4401).
+                await self.hub.close(sub, 1012, "The session changed; reconnect.")
+
+    async def _catch_up(self) -> None:
+        """Delivers events whose layer message never came (the layer is at-most-once): each
+        tick, a tenant whose sequence is ahead of what this process delivered is filled from
+        the replay buffer.
+
+        A tenant whose delivery task runs is left to it: what it has queued would be read
+        again, and the heartbeat, which serves every tenant, would wait for its lock. A gap
+        its queue dropped shows with its next event, or on a tick after the task ends."""
+        for tenant_id, tenant in list(self.hub.tenants.items()):
+            if tenant.last_seq is None or tenant.draining:
+                continue
+            try:
+                current = await self.hub.backend.current_seq(tenant_id)
+            except Exception:
+                continue
+            if current > tenant.last_seq:
+                missing = await self.hub.fill(tenant_id, tenant.last_seq + 1, current)
+                if missing:
+                    await self.hub.deliver(tenant_id, missing)
+
+    async def _beat(self, now: float, interval: float, stale: float) -> None:
+        """One heartbeat tick: closes stale connections and slow consumers, and pings each
+        connection whose own turn has come.
+
+        Each connection is pinged every `interval` from a first ping at a random point of the
+        second half of its first interval, not all at once: a crowd that connected together
+        would otherwise be pinged together, and its thousands of pongs, arriving together,
+        held the loop for a few hundred milliseconds (bench/noisy.py burst) every interval.
+        Never in the first half: a client needs no ping that soon after its welcome.
+        """
+        max_backlog = settings.EVENTHUB_MAX_BUFFER_BYTES
+        since = time.perf_counter()
+        for tenant in list(self.hub.tenants.values()):
+            for count, sub in enumerate(list(tenant.subscribers), 1):
+                if not count % 64 and time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
+                    # Thousands of pings at once held the loop for tens of milliseconds.
+                    await asyncio.sleep(0)
+                    since = time.perf_counter()
+                if sub.closed or sub.opening:
+                    continue  # its welcome must be the first thing it gets
+                if sub.transport == "websocket" and now - sub.last_seen > stale:
+                    await self.hub.close(sub, 4408, "no frame from the client in time")
+                    continue
+                # Checked once a tick, after the server had time to flush: a burst may pass
+                # through, a client that stopped reading may not.
+                if sub.backlog is not None and sub.backlog() > max_backlog:
+                    await self.hub.close(sub, 4008, "slow consumer: reconnect with your last id")
+                    continue
+                if not sub.next_ping:
+                    sub.next_ping = now + random.uniform(interval / 2, interval)
+                if now >= sub.next_ping:
+                    sub.next_ping = now + interval
+                    try:
+                        # Prebuilt, as an event's frame is; through ASGI when it declines.
+                        if sub.write_frame is None or not sub.write_frame(PING_WS_FRAME):
+                            await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
+                    except Exception:
+                        self.hub.drop(sub)
+
+
+def _grant(sub: Subscriber) -> tuple[int, int, str]:
+    """(user, tenant, session key) of a connection a dashboard session opened."""
+    user_id, session_key = sub.session
+    return user_id, sub.tenant_id, session_key
