@@ -1,5 +1,8 @@
 """Provides redaction of credentials in daphne's access log: an SSE or WebSocket URL may carry
-`token=` (browsers cannot send headers), and that must never reach a log file."""
+`token=` (browsers cannot send headers), and that must never reach a log file.
+
+daphne logs the whole path with its query string and offers no hook to filter it, so its
+AccessLogGenerator is subclassed (https://github.com/django/daphne/blob/main/daphne/access.py)."""
 
 import re
 

@@ -7,6 +7,9 @@ a larger batch is read one event at a time, each event from a window of the text
 than a single event's body may be, yielding to the loop between events. So the longest stall is
 one event's parse and check (a few milliseconds), memory holds one event's objects at a time
 besides what was validated, and one tenant's large bodies are read one after another.
+
+Over 300 lines: the limits, the bounded parse and the serializers are one gate, and each
+limit is checked where the text is read.
 """
 
 import asyncio

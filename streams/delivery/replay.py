@@ -4,6 +4,9 @@ persisted log.
 What a reconnect replays is decided before anything is sent (how many events, how many bytes,
 from where), without reading one of them; then it is streamed a page at a time, each page read
 once the client has taken the one before, so that no gap is ever held in memory whole.
+
+Over 300 lines: the plan, the paging and the paced sending are one protocol (what the plan
+promised is what the pages send), easier to check in one file.
 """
 
 import asyncio

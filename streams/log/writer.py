@@ -112,7 +112,8 @@ class LocalLogQueue:
                 self._idle.set()
                 self._wakeup.clear()
                 # asyncio.timeout, not wait_for: on Python 3.11 a cancel that arrives as the
-                # wakeup does is swallowed by wait_for, and the writer would never stop.
+                # wakeup does is swallowed by wait_for, and the writer would never stop
+                # (https://github.com/python/cpython/issues/86296, fixed in 3.12).
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(KEY_USAGE_FLUSH_SECONDS):
                         await self._wakeup.wait()

@@ -159,7 +159,9 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
 
         daphne passes neither the reason nor codes such as 1001 (its WebSocket library only
         lets it send 1000 and 3000-4999), so under daphne the close frame is sent through the
-        protocol directly; the reason also goes out first as an error frame.
+        protocol directly; the reason also goes out first as an error frame. Upstream:
+        https://github.com/django/daphne/issues/374 (and autobahn's
+        https://github.com/crossbario/autobahn-python/issues/1642).
         """
         if code >= 4000:
             await self.send_json({"type": "error", "code": code, "detail": reason})
