@@ -16,6 +16,7 @@ from streams.backends import HubUnavailable, RateLimited
 from streams.backends.local_idempotency import IdempotencyStore
 from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
+from streams.layer_messages import published_message
 from streams.log.reads import (
     event_log_last_seq,
     idempotent_response_live,
@@ -109,12 +110,7 @@ class LocalBackend:
             state.buffer.extend(envelopes)
             self.log_queue.put(envelopes)
             await self.layer.group_send(
-                tenant_group(tenant_id),
-                {
-                    "type": "event.published",
-                    "tenant": tenant_id,
-                    "events": [e.to_wire() for e in envelopes],
-                },
+                tenant_group(tenant_id), published_message(tenant_id, envelopes)
             )
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes

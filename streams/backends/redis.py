@@ -24,6 +24,7 @@ from streams import metrics
 from streams.backends import HubUnavailable, RateLimited
 from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
+from streams.layer_messages import published_message
 from streams.log.reads import event_log_last_seq
 from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
 from streams.tasks import background_task
@@ -247,11 +248,7 @@ class RedisBackend:
             )
             for i, (topic, type_, data_json) in enumerate(items)
         ]
-        message = {
-            "type": "event.published",
-            "tenant": tenant_id,
-            "events": [e.to_wire() for e in envelopes],
-        }
+        message = published_message(tenant_id, envelopes)
         for attempt in (1, 2):
             try:
                 await self.layer.group_send(tenant_group(tenant_id), message)

@@ -21,6 +21,7 @@ from streams.delivery.supervisor import Supervisor
 from streams.engine import Engine
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from streams.layer_messages import published_envelopes
 from streams.loop_watch import loop_watch
 from streams.tasks import background_task
 
@@ -480,12 +481,10 @@ class Hub:
                 logger.exception("hub receive failed; retrying")
                 await asyncio.sleep(0.5)
                 continue
-            if message.get("type") != "event.published":
-                continue
             try:
-                tenant_id = message["tenant"]
-                envelopes = [Envelope.from_wire(tenant_id, wire) for wire in message["events"]]
-                self._enqueue(tenant_id, envelopes)
+                published = published_envelopes(message)
+                if published is not None:
+                    self._enqueue(*published)
             except Exception:
                 logger.exception("hub failed to take a message")
 
