@@ -21,23 +21,20 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventhub.parsers import RawJSONParser
-from streams import metrics, runtime, selectors, services
-from streams.backends import RateLimited
-from streams.envelope import Envelope, event_id_parse
+from streams import metrics, selectors
+from streams.envelope import event_id_parse
 from streams.event_input import (
     EventBatchInputSerializer,
     EventInputSerializer,
-    body_expensive,
     body_limit,
-    events_read,
 )
-from streams.idempotency import idempotent
 from streams.log import reads as log_reads
+from streams.publishing import publish_request
 from streams.tokens import token_sign
 from streams.topics import MAX_PATTERNS, PATTERN_RE, pattern_valid
 
@@ -70,51 +67,6 @@ class EventOutputSerializer(serializers.Serializer):
     received_at = serializers.DateTimeField()
 
 
-def _accepted(envelope: Envelope) -> dict:
-    return {
-        "id": envelope.id,
-        "seq": envelope.seq,
-        "topic": envelope.topic,
-        "type": envelope.type,
-        "received_at": envelope.received_at.isoformat().replace("+00:00", "Z"),
-    }
-
-
-async def events_publish(
-    *, principal, raw_body: bytes, path: str, idempotency_key: str | None, batch: bool
-) -> dict:
-    """The publish operation of `/api/v1/events` (one event) and `/batch`, for the DRF views and
-    the ingest path alike: reads and validates `raw_body` within bounds, sequences and fans out,
-    once per Idempotency-Key. Returns the 202 body; raises APIException (and HubUnavailable)."""
-
-    async def produce() -> dict:
-        tenant_id, rate = principal.tenant_id, principal.publish_rate
-        if rate and body_expensive(len(raw_body)):
-            # A tenant out of its rate costs nothing more than this check, whatever it sends.
-            wait = await runtime.get_backend().rate_wait(tenant_id=tenant_id, rate=rate)
-            if wait:
-                raise Throttled(wait=wait, detail="Publish rate limit exceeded for this tenant.")
-        events = await events_read(tenant_id=tenant_id, raw_body=raw_body, batch=batch)
-        try:
-            envelopes = await services.aevent_publish(tenant_id=tenant_id, events=events, rate=rate)
-        except RateLimited as limited:
-            raise Throttled(
-                wait=limited.wait, detail="Publish rate limit exceeded for this tenant."
-            ) from None
-        if batch:
-            return {"events": [_accepted(e) for e in envelopes]}
-        return _accepted(envelopes[0])
-
-    body, _ = await idempotent(
-        tenant_id=principal.tenant_id,
-        key=idempotency_key,
-        path=path,
-        body=raw_body,
-        produce=produce,
-    )
-    return body
-
-
 def _publish_view(request, *, batch: bool) -> Response:
     meta = request.META
     try:
@@ -125,8 +77,9 @@ def _publish_view(request, *, batch: bool) -> Response:
     if limit is not None and declared > limit:
         raise RequestDataTooBig  # by its declared length, before reading it
     request.data  # noqa: B018 -- DRF's negotiation: 415 for another content type
-    body = async_to_sync(events_publish)(
-        principal=request.auth,
+    body = async_to_sync(publish_request)(
+        tenant_id=request.auth.tenant_id,
+        rate=request.auth.publish_rate,
         # Also a chunked upload, of which DRF reads nothing without a Content-Length.
         raw_body=request.body,
         path=request.path,

@@ -3,9 +3,9 @@
 Through Django's ASGI handler a publish crossed threads four times (the request's own thread for
 the view and each sync middleware, back to the loop for the hub, back again) and ran eight
 middleware that have nothing to say about a key-authenticated JSON request; that was about half
-of its cost (bench/publish.py). Here the same operation (`apis.events_publish`, also behind the
-DRF views), the same authentication, permission, parser and exception handler run without a
-thread hop, and the headers Django's middleware would add are added.
+of its cost (bench/publish.py). Here the same operation (`publishing.publish_request`, also
+behind the DRF views), the same authentication, permission, parser and exception handler run
+without a thread hop, and the headers Django's middleware would add are added.
 
 Only the common case takes this path: a POST with a Bearer key, a JSON body and an allowed host
 on a deployment that leaves the HTTPS redirect to its proxy. Anything else (no key, another
@@ -23,8 +23,9 @@ from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.renderers import JSONRenderer
 
 from eventhub.exceptions import api_exception_handler
-from streams import apis, metrics
+from streams import metrics
 from streams.event_input import body_limit
+from streams.publishing import publish_request
 from tenants.authentication import AUTHENTICATE_HEADER, abearer_principal
 from tenants.permissions import principal_permit
 
@@ -72,8 +73,9 @@ class PublishEndpoint:
             raise RequestDataTooBig
         key = headers.get(b"idempotency-key")
         publish = asyncio.ensure_future(
-            apis.events_publish(
-                principal=principal,
+            publish_request(
+                tenant_id=principal.tenant_id,
+                rate=principal.publish_rate,
                 raw_body=raw_body,
                 path=scope["path"],
                 idempotency_key=key.decode("latin-1") if key is not None else None,

@@ -5,7 +5,6 @@ and fanned out by the running process's engine and hub. The log's own writes are
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from streams import runtime
@@ -19,22 +18,16 @@ class EventInput:
     data_json: str  # already encoded and size-checked by the caller
 
 
-def event_publish(
+async def events_accept(
     *, tenant_id: int, events: Sequence[EventInput], rate: int | None = None
 ) -> list[Envelope]:
-    """Accepts events for a tenant: sequences them, fans them out and hands them to the log.
+    """Accepts checked events for a tenant: sequences them, fans them out and hands them to the
+    log, in one step of the engine. Called by `publishing.publish_request` on the event loop.
 
     Writes nothing to the database. Raises RateLimited when the tenant's `rate` (events/s) is
     spent, HubUnavailable when the shared state (Redis) cannot be reached; then nothing was
     accepted.
     """
-    return async_to_sync(aevent_publish)(tenant_id=tenant_id, events=events, rate=rate)
-
-
-async def aevent_publish(
-    *, tenant_id: int, events: Sequence[EventInput], rate: int | None = None
-) -> list[Envelope]:
-    """The async twin of event_publish, for the ingest path in the event loop."""
     items = [(e.topic, e.type, e.data_json) for e in events]
     await runtime.get_hub().start()
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
