@@ -22,8 +22,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import runtime
-from streams.delivery.daphne_transport import websocket_text_frame
-from streams.delivery.subscribers import Subscriber
+from streams.delivery.subscribers import Frames, Subscriber
 from streams.envelope import Envelope, event_id_parse
 from streams.log.reads import event_log_count, event_log_has, event_log_page, event_log_span
 from streams.topics import patterns_matcher
@@ -248,17 +247,10 @@ async def replay_pages(plan: ReplayPlan) -> AsyncIterator[list[Envelope]]:
 
 
 async def _send_page(sub: Subscriber, page: list[Envelope]) -> None:
-    if sub.transport == "websocket":
-        # One write for the page where the connection takes frames straight to its socket.
-        if sub.write_frame is not None and sub.write_frame(
-            b"".join(websocket_text_frame(e.frame) for e in page)
-        ):
-            return
-        for envelope in page:
-            await sub.send({"type": "websocket.send", "text": envelope.frame})
-        return
-    body = b"".join(e.sse_bytes() for e in page)
-    await sub.send({"type": "http.response.body", "body": body, "more_body": True})
+    # One write for the page where the connection takes frames straight to its socket.
+    frames = Frames(page)
+    if not sub.write(frames):
+        await sub.send_events(frames)
 
 
 def _write_bytes() -> int:

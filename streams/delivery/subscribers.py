@@ -9,14 +9,73 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from django.conf import settings
 
-from streams.delivery.daphne_transport import Send, frame_writer, server_send, transport_backlog
+from streams.delivery.daphne_transport import (
+    Send,
+    frame_writer,
+    server_send,
+    transport_backlog,
+    websocket_text_frame,
+)
 from streams.envelope import Envelope
 
 Close = Callable[[int, str], Awaitable[None]]
 
+PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
+PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
+
+
+class Frames:
+    """Events going to a connection together (one event, a run of them, a replay page), and
+    their bytes on each transport, built on first use from each event's frame; `encoded`, when
+    several Frames share it, encodes each event once for all of them (a broadcast run)."""
+
+    __slots__ = ("_encoded", "_sse", "_websocket", "envelopes")
+
+    def __init__(
+        self, envelopes: list[Envelope], encoded: dict[tuple[str, int], bytes] | None = None
+    ) -> None:
+        self.envelopes = envelopes
+        self._encoded = {} if encoded is None else encoded
+        self._websocket: bytes | None = None
+        self._sse: bytes | None = None
+
+    def _bytes(self, transport: str, envelope: Envelope) -> bytes:
+        key = (transport, envelope.seq)
+        data = self._encoded.get(key)
+        if data is None:
+            if transport == "websocket":
+                data = websocket_text_frame(envelope.frame)
+            else:
+                data = envelope.sse_bytes()
+            self._encoded[key] = data
+        return data
+
+    def websocket(self) -> bytes:
+        if self._websocket is None:
+            self._websocket = b"".join(self._bytes("websocket", e) for e in self.envelopes)
+        return self._websocket
+
+    def sse(self) -> bytes:
+        if self._sse is None:
+            self._sse = b"".join(self._bytes("sse", e) for e in self.envelopes)
+        return self._sse
+
 
 class Subscriber:
-    """One live connection as the hub sees it; made by a consumer when it connects."""
+    """One live connection as the hub sees it; made by a consumer when it connects.
+
+    `Subscriber(transport=...)` makes the transport's own kind (WebSocketSubscriber,
+    SseSubscriber), which knows how to frame events and pings for its client.
+    """
+
+    transport: str
+    silence_closes = False  # True where a client that sends nothing for long is closed (4408)
+
+    def __new__(cls, *, transport: str, **_kwargs):
+        if cls is Subscriber:
+            cls = _KINDS[transport]
+        return super().__new__(cls)
 
     __slots__ = (
         "backlog",
@@ -88,6 +147,55 @@ class Subscriber:
         set to None."""
         held, self.pending, self.pending_bytes = self.pending or [], [], 0
         return held
+
+    def write(self, frames: Frames) -> bool:
+        """Puts the frames on the connection's socket at once, where the server lets it (True);
+        False when they must go through ASGI (`send_events`). Never yields."""
+        return False
+
+    async def send_events(self, frames: Frames) -> None:
+        """Sends the frames' events through ASGI, in order."""
+        raise NotImplementedError
+
+    async def send_ping(self) -> None:
+        """Sends the heartbeat's ping, straight to the socket where it can."""
+        raise NotImplementedError
+
+
+class WebSocketSubscriber(Subscriber):
+    """A WebSocket client: events as text frames, pings as `{"type":"ping"}`; closed when it
+    falls silent."""
+
+    __slots__ = ()
+    silence_closes = True
+
+    def write(self, frames: Frames) -> bool:
+        return self.write_frame is not None and self.write_frame(frames.websocket())
+
+    async def send_events(self, frames: Frames) -> None:
+        for envelope in frames.envelopes:
+            await self.send({"type": "websocket.send", "text": envelope.frame})
+
+    async def send_ping(self) -> None:
+        # Prebuilt, as an event's frame is; through ASGI when the writer declines.
+        if self.write_frame is None or not self.write_frame(PING_WS_FRAME):
+            await self.send(PING_WS)
+
+
+class SseSubscriber(Subscriber):
+    """An SSE stream: events as `id:`/`event:`/`data:` blocks in one chunk, pings as a `: ping`
+    comment."""
+
+    __slots__ = ()
+
+    async def send_events(self, frames: Frames) -> None:
+        await self.send({"type": "http.response.body", "body": frames.sse(), "more_body": True})
+
+    async def send_ping(self) -> None:
+        await self.send(PING_SSE)
+
+
+_KINDS: dict[str, type[Subscriber]] = {"websocket": WebSocketSubscriber, "sse": SseSubscriber}
 
 
 class TenantHub:

@@ -12,7 +12,6 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams.delivery import fairness
-from streams.delivery.daphne_transport import websocket_text_frame
 from streams.delivery.subscribers import Subscriber
 from tenants.access import TENANT_SUSPENDED
 from tenants.selectors import credentials_revoked, session_grants_revoked
@@ -21,10 +20,6 @@ logger = logging.getLogger(__name__)
 
 # How often each hub re-checks that its connections' keys and tenants are still valid.
 AUTH_RECHECK_SECONDS = 2.0
-
-PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
-PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
-PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
 
 
 class Supervisor:
@@ -134,7 +129,7 @@ class Supervisor:
                     since = time.perf_counter()
                 if sub.closed or sub.opening:
                     continue  # its welcome must be the first thing it gets
-                if sub.transport == "websocket" and now - sub.last_seen > stale:
+                if sub.silence_closes and now - sub.last_seen > stale:
                     await self.hub.close(sub, 4408, "no frame from the client in time")
                     continue
                 # Checked once a tick, after the server had time to flush: a burst may pass
@@ -147,9 +142,7 @@ class Supervisor:
                 if now >= sub.next_ping:
                     sub.next_ping = now + interval
                     try:
-                        # Prebuilt, as an event's frame is; through ASGI when it declines.
-                        if sub.write_frame is None or not sub.write_frame(PING_WS_FRAME):
-                            await sub.send(PING_WS if sub.transport == "websocket" else PING_SSE)
+                        await sub.send_ping()
                     except Exception:
                         self.hub.drop(sub)
 

@@ -3,7 +3,7 @@ tenant's burst does not hold a small tenant's events behind all of it."""
 
 import asyncio
 
-from streams.delivery import fairness, supervisor
+from streams.delivery import fairness, subscribers
 from streams.groups import tenant_group
 from tests.streams.test_hub import Client, FakeBackend, envelope, joined
 
@@ -114,7 +114,7 @@ async def test_the_heartbeat_pings_thousands_of_connections_in_turns(hub, monkey
 
     await hub.supervisor._beat(asyncio.get_running_loop().time(), 15.0, stale=3600)
 
-    assert all(c.messages == [supervisor.PING_WS] for c in clients)
+    assert all(c.messages == [subscribers.PING_WS] for c in clients)
     assert loop_turns.count >= 640 // 64 - 1  # the loop ran between every slice of 64
 
 
@@ -131,10 +131,10 @@ async def test_a_crowd_that_connected_at_once_is_pinged_in_turns_each_once_an_in
         await hub.supervisor._beat(start + tick, interval, stale=3600)
         pinged_per_tick.append(sum(len(c.messages) for c in clients) - before)
 
-    assert all(c.messages == [supervisor.PING_WS] for c in clients)
+    assert all(c.messages == [subscribers.PING_WS] for c in clients)
     # Spread over the second half of the interval (about 40 a tick), not 300 at once.
     assert sum(pinged_per_tick[: int(interval) // 2]) == 0, pinged_per_tick
     assert max(pinged_per_tick) < 120, pinged_per_tick
     for tick in range(int(interval) + 1, 2 * int(interval) + 1):
         await hub.supervisor._beat(start + tick, interval, stale=3600)
-    assert all(c.messages == [supervisor.PING_WS] * 2 for c in clients)
+    assert all(c.messages == [subscribers.PING_WS] * 2 for c in clients)
