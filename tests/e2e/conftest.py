@@ -11,7 +11,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
+
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DAPHNE = Path(sys.executable).parent / "daphne"
@@ -54,12 +55,6 @@ _ACCESS_LINE = re.compile(r"^127\.0\.0\.1:\d+ - - \[")
 START_WITHIN = 20.0
 STOP_WITHIN = 15.0
 COMMAND_WITHIN = 60.0
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def hub_env(database: Path, **overrides: str) -> dict[str, str]:

@@ -1,6 +1,5 @@
 """Reading the persisted event log: GET /api/v1/events."""
 
-import asyncio
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,32 +8,13 @@ from channels.testing import WebsocketCommunicator
 
 from eventhub.asgi import application
 from tests.conftest import asgi_client
+from tests.inprocess import publish_batch, wait_until_logged
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def publish_batch(key: str, events: list[dict]) -> list[dict]:
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events/batch", json={"events": events})
-    assert response.status_code == 202, response.content
-    return response.json()["events"]
-
-
 async def publish_topics(key: str, *topics: str) -> list[dict]:
     return await publish_batch(key, [{"topic": t, "data": t} for t in topics])
-
-
-async def wait_until_logged(key: str, count: int, within: float = 5.0) -> None:
-    """Waits (bounded) until the log writer has flushed `count` events of the key's tenant."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    async with asgi_client(key) as client:
-        while True:
-            stats = (await client.get("/api/v1/stats")).json()
-            if stats["events"]["persisted"] >= count and stats["persistence"]["pending"] == 0:
-                return
-            assert loop.time() < deadline, f"log not flushed in {within}s: {stats}"
-            await asyncio.sleep(0.02)
 
 
 async def history(key: str, **params) -> dict:

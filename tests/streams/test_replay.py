@@ -15,6 +15,7 @@ from streams.backends.local import LocalBackend
 from streams.delivery import replay
 from streams.models import Event
 from tests.conftest import asgi_client
+from tests.inprocess import publish_batch, wait_until_logged
 from tests.streams.test_sse_consumer import connect as sse_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,19 +27,6 @@ async def publish_many(key: str, count: int, topic=lambda i: "t") -> list[dict]:
         response = await client.post("/api/v1/events/batch", json={"events": events})
     assert response.status_code == 202, response.content
     return response.json()["events"]
-
-
-async def wait_until_logged(key: str, count: int, within: float = 5.0) -> None:
-    """Waits (bounded) until the log writer has flushed `count` events of the key's tenant."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    async with asgi_client(key) as client:
-        while True:
-            stats = (await client.get("/api/v1/stats")).json()
-            if stats["events"]["persisted"] >= count and stats["persistence"]["pending"] == 0:
-                return
-            assert loop.time() < deadline, f"log not flushed in {within}s: {stats}"
-            await asyncio.sleep(0.02)
 
 
 async def resume(key: str, **params: str) -> tuple[WebsocketCommunicator, dict]:
@@ -247,7 +235,7 @@ async def test_the_byte_budget_counts_only_the_topics_subscribed_to(api_key, set
 async def test_the_byte_budget_holds_for_a_gap_from_the_log(api_key, settings, budget, recovered):
     settings.EVENTHUB_REPLAY_WINDOW = 5
     accepted = await publish_many(api_key, 1)
-    accepted += await publish_batch_of(api_key, [{"topic": "t", "data": "y" * 1000}] * 40)
+    accepted += await publish_batch(api_key, [{"topic": "t", "data": "y" * 1000}] * 40)
     await wait_until_logged(api_key, 41)
     settings.EVENTHUB_REPLAY_MAX_BYTES = budget  # the gap is about 40 * 1100 bytes
     ws, welcome = await resume(api_key, last_event_id=accepted[0]["id"])
@@ -261,7 +249,7 @@ async def test_the_byte_budget_holds_for_a_gap_from_the_log(api_key, settings, b
 async def test_an_sse_stream_over_the_byte_budget_is_welcomed_unrecovered_then_live(
     api_key, settings
 ):
-    accepted = await publish_batch_of(api_key, [{"topic": "t", "data": "z" * 500}] * 10)
+    accepted = await publish_batch(api_key, [{"topic": "t", "data": "z" * 500}] * 10)
     settings.EVENTHUB_REPLAY_MAX_BYTES = 2000
     stream, welcome = await sse_connect(api_key, headers=[("Last-Event-ID", accepted[0]["id"])])
     assert welcome["recovered"] is False
@@ -329,7 +317,7 @@ async def test_a_replay_over_many_pages_from_log_and_buffer_is_exact_and_in_orde
     events = [
         {"topic": "a" if i % 3 else "b", "data": {"i": i, "pad": "p" * i}} for i in range(120)
     ]
-    accepted = await publish_batch_of(api_key, events)
+    accepted = await publish_batch(api_key, events)
     await wait_until_logged(api_key, 120)
     reads = Reads(monkeypatch)
     ws, welcome = await resume(api_key, last_event_id=accepted[9]["id"], topics=topics)
@@ -389,13 +377,6 @@ async def test_a_replay_whose_events_are_neither_buffered_nor_logged_is_interrup
     with pytest.raises(replay.ReplayInterrupted):
         async for _ in replay.replay_pages(plan):
             pass
-
-
-async def publish_batch_of(key: str, events: list[dict]) -> list[dict]:
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events/batch", json={"events": events})
-    assert response.status_code == 202, response.content
-    return response.json()["events"]
 
 
 # Replay reads of the log: off the shared sync thread, one tenant's at a time -----------------

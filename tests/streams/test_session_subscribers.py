@@ -15,6 +15,7 @@ from django.test import Client
 from eventhub.asgi import application
 from tenants.services import tenant_set_active
 from tests.conftest import asgi_client
+from tests.inprocess import publish
 from tests.streams import test_sse_consumer as sse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,13 +87,6 @@ async def refused_code(ws: WebsocketCommunicator) -> int:
     assert error["type"] == "error", error
     assert (await ws.receive_output(timeout=2))["code"] == error["code"]
     return error["code"]
-
-
-async def publish(key: str, topic: str, data) -> dict:
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events", json={"topic": topic, "data": data})
-    assert response.status_code == 202, response.content
-    return response.json()
 
 
 def sse_headers(cookie: str, origin: str | None = None) -> list[tuple[str, str]]:

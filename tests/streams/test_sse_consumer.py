@@ -12,6 +12,7 @@ from streams.topics import MAX_PATTERNS
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
 from tests.factories import TenantFactory
+from tests.inprocess import publish, publish_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,17 +119,6 @@ async def refusal(key: str | None = None, headers=(), **params: str) -> SseStrea
     assert stream.ended
     await stream.close()
     return stream
-
-
-async def publish_batch(key: str, events: list[dict]) -> list[dict]:
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events/batch", json={"events": events})
-    assert response.status_code == 202, response.content
-    return response.json()["events"]
-
-
-async def publish(key: str, topic: str, data, type_: str = "message") -> dict:
-    return (await publish_batch(key, [{"topic": topic, "type": type_, "data": data}]))[0]
 
 
 async def sse_connections(key: str) -> int:

@@ -17,6 +17,7 @@ from streams import tokens
 from tenants import selectors
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
+from tests.inprocess import publish
 from tests.streams import test_sse_consumer as sse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,13 +31,6 @@ async def issue(key: str, topics: list[str], ttl: int = 3600) -> str:
         response = await client.post("/api/v1/tokens", json={"topics": topics, "ttl": ttl})
     assert response.status_code == 201, response.content
     return response.json()["token"]
-
-
-async def publish(key: str, topic: str, data) -> dict:
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events", json={"topic": topic, "data": data})
-    assert response.status_code == 202, response.content
-    return response.json()
 
 
 def ws(**params: str) -> WebsocketCommunicator:

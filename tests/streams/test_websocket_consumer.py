@@ -7,7 +7,7 @@ from channels.testing import WebsocketCommunicator
 
 from eventhub.asgi import application
 from streams.topics import MAX_PATTERNS
-from tests.conftest import asgi_client
+from tests.inprocess import publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,14 +17,6 @@ def connect(key: str | None, query: str = "", headers=()):
     return WebsocketCommunicator(
         application, f"/ws/v1/events?{query}", headers=hdrs + list(headers)
     )
-
-
-async def publish(key: str, topic: str, data, type_: str | None = None):
-    body = {"topic": topic, "data": data} | ({"type": type_} if type_ else {})
-    async with asgi_client(key) as client:
-        response = await client.post("/api/v1/events", json=body)
-    assert response.status_code == 202, response.content
-    return response.json()
 
 
 async def test_it_welcomes_then_delivers_a_published_event(api_key):
