@@ -12,6 +12,7 @@ autobahn's `WebSocketServerProtocol` and Twisted's `tcp.Server`
 import functools
 import struct
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -22,8 +23,10 @@ def server_send(send: Send) -> Send:
     The session wrapper inspects every message to save sessions and set cookies on HTTP
     responses; the hub's frames never touch a session, so it writes past the wrapper.
     """
-    while hasattr(getattr(send, "__self__", None), "real_send"):
-        send = send.__self__.real_send
+    owner: Any = getattr(send, "__self__", None)
+    while hasattr(owner, "real_send"):
+        send = owner.real_send
+        owner = getattr(send, "__self__", None)
     return send
 
 
@@ -46,7 +49,7 @@ def transport_backlog(send: Send) -> Callable[[], int] | None:
     the client has not read; reading that buffer is what lets the hub close a slow consumer
     (4008) instead.
     """
-    transport = getattr(server_protocol(send), "transport", None)
+    transport: Any = getattr(server_protocol(send), "transport", None)
     if not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
         return None
 

@@ -250,6 +250,7 @@ class Hub:
     async def _deliver_in_order(
         self, tenant_id: int, tenant: TenantHub, envelopes: list[Envelope]
     ) -> None:
+        assert tenant.last_seq is not None, "read when the tenant joined (see `deliver`)"
         run: list[Envelope] = []  # in seq order, broadcast together (`_broadcast_run`)
         since = time.perf_counter()
         for envelope in envelopes:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import ParamSpec, TypeVar
@@ -215,7 +215,7 @@ def _rows_for(size: int, events: int) -> int:
     return max(1, min(PAGE_EVENTS, PAGE_BYTES * events // size))
 
 
-async def replay_pages(plan: ReplayPlan) -> AsyncIterator[list[Envelope]]:
+async def replay_pages(plan: ReplayPlan) -> AsyncGenerator[list[Envelope], None]:
     """The planned events the patterns match, oldest first, a page at a time: each page is
     read when the caller asks for the next. Raises ReplayInterrupted when neither the buffer
     nor the log holds what is left to send."""

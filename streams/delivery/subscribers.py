@@ -136,6 +136,7 @@ class Subscriber:
         long makes the connection a slow consumer, whose memory must not grow without bound.
         (Half: written at the hand-over on top of what the replay left unread, they must not
         reach the heartbeat's slow-consumer limit by themselves.)"""
+        assert self.pending is not None, "only while replaying"
         self.pending_bytes += len(envelope.frame)
         if self.pending_bytes > settings.EVENTHUB_MAX_BUFFER_BYTES // 2:
             return False

@@ -66,7 +66,8 @@ class Supervisor:
         key_ids = {sub.key_id for sub in subs if sub.key_id is not None}
         tenant_ids = {sub.tenant_id for sub in subs}
         grants = {_grant(sub) for sub in subs if sub.session is not None}
-        forbidden = ended = frozenset()
+        forbidden: set[tuple[int, int, str]] = set()
+        ended: set[tuple[int, int, str]] = set()
         try:
             bad_keys, bad_tenants = await self._credentials_revoked(
                 key_ids=key_ids, tenant_ids=tenant_ids
@@ -149,5 +150,6 @@ class Supervisor:
 
 def _grant(sub: Subscriber) -> tuple[int, int, str]:
     """(user, tenant, session key) of a connection a dashboard session opened."""
+    assert sub.session is not None, "asked of session connections only"
     user_id, session_key = sub.session
     return user_id, sub.tenant_id, session_key

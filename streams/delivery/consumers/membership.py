@@ -20,14 +20,16 @@ class HubMembershipMixin:
         its own, so that the consumer goes on handling its client's messages meanwhile (its
         frames, its disconnect). From now on the hub's heartbeat watches the connection (pings,
         the stale and slow-consumer checks, revocation), its replay included."""
-        self.sub.opening = False
+        sub = self.sub
+        assert sub is not None, "admitted before its welcome"
+        sub.opening = False
         self.replaying = asyncio.get_running_loop().create_task(
-            replay_stream(self.sub, plan), name=f"eventhub-replay-{self.sub.connection_id}"
+            replay_stream(sub, plan), name=f"eventhub-replay-{sub.connection_id}"
         )
 
     async def __call__(self, scope, receive, send):
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send)  # type: ignore[misc]  # a mixin
         finally:
             if self.replaying is not None:
                 self.replaying.cancel()

@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -66,7 +67,7 @@ def limit_client_frames(protocol) -> bool:
 
     def fail_and_stop_reading(code: int = 1001, reason: str = "going away") -> None:
         fail_connection(code, reason)
-        transport = getattr(protocol, "transport", None)
+        transport: Any = getattr(protocol, "transport", None)
         if code == MESSAGE_TOO_BIG and hasattr(transport, "pauseProducing"):
             # What the client sent after an oversized frame's header (up to the whole frame,
             # daphne's 1 MiB) would still be read and parsed until the close handshake ends:
