@@ -7,11 +7,11 @@ import json
 import httpx
 import pytest
 
+from tests.clients import bearer
 from tests.e2e.conftest import (
     MAX_BATCH,
     MAX_BODY_BYTES,
     MAX_EVENT_BYTES,
-    bearer,
     eventually,
     history,
     publish,

@@ -3,7 +3,8 @@
 
 import pytest
 
-from tests.e2e.conftest import bearer, eventually, history, publish, publish_batch, stats
+from tests.clients import bearer
+from tests.e2e.conftest import eventually, history, publish, publish_batch, stats
 
 pytestmark = pytest.mark.e2e
 

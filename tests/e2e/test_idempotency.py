@@ -3,7 +3,8 @@ delivered and logged once."""
 
 import pytest
 
-from tests.e2e.conftest import bearer, eventually, history, publish
+from tests.clients import bearer
+from tests.e2e.conftest import eventually, history, publish
 
 pytestmark = pytest.mark.e2e
 

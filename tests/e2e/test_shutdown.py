@@ -6,15 +6,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.e2e.conftest import (
-    STOP_WITHIN,
-    bearer,
-    bounded,
-    history,
-    publish,
-    publish_batch,
-    stats,
-)
+from tests.clients import bearer, bounded
+from tests.e2e.conftest import STOP_WITHIN, history, publish, publish_batch, stats
 
 pytestmark = pytest.mark.e2e
 

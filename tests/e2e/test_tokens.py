@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.e2e.conftest import bearer, publish
+from tests.clients import bearer
+from tests.e2e.conftest import publish
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from tests.clients import WsSubscriber, publish
+from tests.clients import publish, ws_connect
 from tests.scaleout.test_multi_process import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +99,7 @@ async def test_a_redis_outage_answers_503_then_recovers_without_restarts(
     cluster.start("worker")
     key = cluster.tenant_key("acme")
     auth = {"Authorization": f"Bearer {key}"}
-    subscriber = await WsSubscriber.connect(web.ws_url, key)
+    subscriber = await ws_connect(web.ws_url, key)
     await subscriber.next_frame()
     async with httpx.AsyncClient(timeout=10) as client:
         before = await publish(client, web.url, key, "t", "before")

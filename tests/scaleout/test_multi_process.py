@@ -6,7 +6,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.clients import SseSubscriber, WsSubscriber, publish
+from tests.clients import publish, sse_open, ws_connect
 from tests.scaleout.conftest import PG_DSN
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +35,8 @@ def hub(make_cluster, pg_database, redis_url):
 
 
 async def test_an_event_published_on_one_process_reaches_both_transports_on_the_other(hub):
-    ws = await WsSubscriber.connect(hub.web_b.ws_url, hub.key)
-    sse = await SseSubscriber.connect(hub.web_b.url, hub.key)
+    ws = await ws_connect(hub.web_b.ws_url, hub.key)
+    sse = await sse_open(hub.web_b.url, hub.key)
     assert (await ws.next_frame())["type"] == "welcome"
     assert (await sse.next_message())["event"] == "welcome"
     async with httpx.AsyncClient() as client:
@@ -51,8 +51,8 @@ async def test_an_event_published_on_one_process_reaches_both_transports_on_the_
 
 
 async def test_stats_count_connections_of_every_process_whichever_answers(hub):
-    on_a = await WsSubscriber.connect(hub.web_a.ws_url, hub.key)
-    on_b = await SseSubscriber.connect(hub.web_b.url, hub.key)
+    on_a = await ws_connect(hub.web_a.ws_url, hub.key)
+    on_b = await sse_open(hub.web_b.url, hub.key)
     await on_a.next_frame()
     await on_b.next_message()
     auth = {"Authorization": f"Bearer {hub.key}"}
@@ -71,7 +71,7 @@ async def test_stats_count_connections_of_every_process_whichever_answers(hub):
 
 
 async def test_events_published_on_two_processes_reach_a_subscriber_once_each_in_seq_order(hub):
-    ws = await WsSubscriber.connect(hub.web_b.ws_url, hub.key)
+    ws = await ws_connect(hub.web_b.ws_url, hub.key)
     await ws.next_frame()
 
     async def publisher(web, n):

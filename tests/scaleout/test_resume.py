@@ -6,7 +6,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.clients import SseSubscriber, WsSubscriber, publish
+from tests.clients import publish, sse_open, ws_connect
 from tests.scaleout.test_multi_process import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ async def publish_many(hub, count: int, start: int = 0) -> list[dict]:
 
 async def test_resume_after_the_20th_of_50_gets_21_to_50_then_live_on_websocket(hub):
     accepted = await publish_many(hub, 50)
-    ws = await WsSubscriber.connect(hub.web_a.ws_url, hub.key, last_event_id=accepted[19]["id"])
+    ws = await ws_connect(hub.web_a.ws_url, hub.key, last_event_id=accepted[19]["id"])
     welcome = await ws.next_frame()
     assert welcome["recovered"] is True
     replayed = await ws.events(30)
@@ -47,7 +47,7 @@ async def test_resume_after_the_20th_of_50_gets_21_to_50_then_live_on_websocket(
 async def test_resume_after_the_20th_of_50_gets_21_to_50_then_live_on_sse(hub):
     accepted = await publish_many(hub, 50)
     # As a browser's EventSource does on reconnect: the header wins over the parameter.
-    sse = await SseSubscriber.connect(
+    sse = await sse_open(
         hub.web_b.url,
         hub.key,
         headers={"Last-Event-ID": accepted[19]["id"]},
@@ -73,7 +73,7 @@ async def test_resume_from_an_id_older_than_the_buffer_replays_from_the_log(hub)
             return stats["events"]["persisted"] >= 50
 
         await wait_for(persisted, 15, "the log to hold the 50 events")
-    ws = await WsSubscriber.connect(hub.web_b.ws_url, hub.key, last_event_id=accepted[4]["id"])
+    ws = await ws_connect(hub.web_b.ws_url, hub.key, last_event_id=accepted[4]["id"])
     assert (await ws.next_frame())["recovered"] is True
     replayed = await ws.events(45)
     assert [e["id"] for e in replayed] == [a["id"] for a in accepted[5:]]
@@ -93,7 +93,7 @@ async def test_four_publishers_on_two_processes_and_a_subscriber_hopping_between
                 await asyncio.sleep(0.005)
 
     seen: list[int] = []
-    ws = await WsSubscriber.connect(hub.web_a.ws_url, hub.key)
+    ws = await ws_connect(hub.web_a.ws_url, hub.key)
     await ws.next_frame()
     publishers = asyncio.gather(
         *(publisher(w, total_per_publisher) for w in (hub.web_a, hub.web_b) * 2)
@@ -110,7 +110,7 @@ async def test_four_publishers_on_two_processes_and_a_subscriber_hopping_between
         if web is None:
             break
         await ws.close()
-        ws = await WsSubscriber.connect(web.ws_url, hub.key, last_event_id=last_id)
+        ws = await ws_connect(web.ws_url, hub.key, last_event_id=last_id)
         assert (await ws.next_frame())["recovered"] is True
     await asyncio.wait_for(done.wait(), 30)
     await ws.close()
