@@ -1,5 +1,6 @@
-"""Provides real server processes for end-to-end tests: the Procfile's commands, started on free
-ports with a given environment, and always stopped by the fixture that started them."""
+"""Provides real server processes for the end-to-end, scale-out and browser tests: the
+Procfile's commands, started on free ports with a given environment, and always stopped by the
+fixture that started them. The one way the tests start a hub."""
 
 import os
 import shlex
@@ -83,14 +84,20 @@ class Process:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, ready_within: float = 30.0) -> "Process":
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        if self.kind == "web":
-            self._wait_healthy(ready_within)
-        else:
-            self._wait_for_log("persistence worker", ready_within)
+        """Starts the process; returns once it is ready (a web process answers /healthz, a
+        worker logs that it reads the stream). One that is not ready in time is killed."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            if self.kind == "web":
+                self._wait_healthy(ready_within)
+            else:
+                self._wait_for_log("persistence worker", ready_within)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def _wait_healthy(self, within: float) -> None:
@@ -98,11 +105,12 @@ class Process:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"{self.kind} exited early:\n{self.log()}"
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                response = httpx.get(f"{self.url}/healthz", timeout=1, trust_env=False)
+                if response.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise AssertionError(f"{self.kind} not healthy within {within}s:\n{self.log()}")
 
     def _wait_for_log(self, text: str, within: float) -> None:
@@ -123,6 +131,16 @@ class Process:
 
     def wait(self, within: float = 30.0) -> int:
         return self.proc.wait(timeout=within)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, and waits (bounded) for the process to be gone."""
+        if self.running:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
 
     def stop(self, within: float = 30.0) -> None:
         """SIGTERM (graceful), then SIGKILL if it is not gone in time."""

@@ -12,8 +12,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +28,9 @@ from tests.clients import (
     sse_open,
     ws_connect,
 )
-from tests.processes import free_port
+from tests.processes import VENV_BIN, Process, manage
 
 ROOT = Path(__file__).resolve().parents[2]
-DAPHNE = Path(sys.executable).parent / "daphne"
 
 HEARTBEAT = 0.3
 STALE_TIMEOUT = 1.5
@@ -60,7 +57,6 @@ _ACCESS_LINE = re.compile(r"^127\.0\.0\.1:\d+ - - \[")
 
 START_WITHIN = 20.0
 STOP_WITHIN = 15.0
-COMMAND_WITHIN = 60.0
 
 
 def hub_env(database: Path, **overrides: str) -> dict[str, str]:
@@ -72,6 +68,7 @@ def hub_env(database: Path, **overrides: str) -> dict[str, str]:
         if not k.startswith("EVENTHUB_") and k not in {"REDIS_URL", "DATABASE_URL"}
     }
     env.update(HUB_ENV, DATABASE_URL=f"sqlite:///{database}")
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # the Procfile's daphne
     env.update(overrides)
     return env
 
@@ -118,9 +115,8 @@ class HubServer:
         self.workdir = workdir
         self.database = workdir / "db.sqlite3"
         self.env = hub_env(self.database, **env)
-        self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
-        self.log_path = workdir / "daphne.log"
+        self.process: Process | None = None
+        self._logs: list[Path] = []  # of every start, in order
         self._pool: list[Tenant] = []
 
     @property
@@ -135,17 +131,7 @@ class HubServer:
 
     def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
         """Runs `manage.py ARGS` against this hub's database; returns stdout, fails on error."""
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=dict(self.env, **(env or {})),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_WITHIN,
-            check=False,
-        )
-        assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
+        return manage(dict(self.env, **(env or {})), *args)
 
     def tenant(
         self,
@@ -222,59 +208,44 @@ class HubServer:
 
     # Process ---------------------------------------------------------------------------
 
+    @property
+    def port(self) -> int | None:
+        return self.process.port if self.process is not None else None
+
+    @property
+    def proc(self):
+        return self.process.proc if self.process is not None else None
+
     def start(self, within: float = START_WITHIN) -> "HubServer":
-        """Starts daphne on a free port; returns once /healthz answers 200."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.port = free_port()
-        with self.log_path.open("ab") as log:
-            log.write(f"\n--- starting on port {self.port}\n".encode())
-            self.proc = subprocess.Popen(
-                [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "eventhub.asgi:application"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daphne exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1, trust_env=False).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(f"daphne not healthy within {within}s:\n{self.log()}")
+        """Starts the Procfile's web process on a free port (a new one each start) over this
+        hub's database; returns once /healthz answers 200."""
+        assert self.process is None or not self.process.running, "already running"
+        self.process = Process("web", self.env, self.workdir)
+        self._logs.append(self.process.log_path)
+        self.process.start(ready_within=within)
+        return self
 
     def terminate(self) -> None:
         """Sends SIGTERM (a graceful stop) and returns at once."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.process is not None:
+            self.process.signal(signal.SIGTERM)
 
     def wait_exit(self, within: float = STOP_WITHIN) -> int:
         """Waits for the process to end; fails the test if it does not in time."""
         try:
-            return self.proc.wait(timeout=within)
+            return self.process.wait(within)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"daphne did not exit within {within}s:\n{self.log()}") from None
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_WITHIN)
+        if self.process is not None:
+            self.process.kill()
 
     def stop(self, within: float = STOP_WITHIN) -> None:
         """SIGTERM, a bounded wait, then SIGKILL if it is still there."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.terminate()
-        try:
-            self.proc.wait(timeout=within)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.process is not None:
+            self.process.stop(within)
 
     def restart(self) -> "HubServer":
         """A graceful stop and a start on the same database (on a new port)."""
@@ -284,9 +255,12 @@ class HubServer:
     def log(self) -> str:
         """The server's output, without the access log (one line per request), which would
         bury what matters when a test fails."""
-        if not self.log_path.exists():
-            return ""
-        lines = self.log_path.read_text(errors="replace").splitlines()
+        lines = [
+            line
+            for path in self._logs
+            if path.exists()
+            for line in path.read_text(errors="replace").splitlines()
+        ]
         kept = [line for line in lines if not _ACCESS_LINE.match(line)]
         return "\n".join(kept[-200:])
 
