@@ -1,7 +1,4 @@
-"""Provides the REST API of the streams app: publish, history, subscriber tokens and stats.
-
-Over 300 lines: each view carries its OpenAPI description (drf-spectacular), which is most of
-its length."""
+"""Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
 
 import contextlib
 import json
