@@ -35,12 +35,14 @@ class TenantAdmin(admin.ModelAdmin):
         connections = tenant_stats(tenant_id=tenant.pk)["connections"]
         return f"{connections['websocket']} ws · {connections['sse']} sse"
 
-    @admin.action(description="Suspend selected tenants")
+    # permissions=["change"]: without it Django offers an action to anyone who may see the
+    # changelist, a view-only staff user included.
+    @admin.action(description="Suspend selected tenants", permissions=["change"])
     def suspend(self, request, queryset):
         for tenant in queryset:
             services.tenant_set_active(tenant=tenant, active=False)
 
-    @admin.action(description="Resume selected tenants")
+    @admin.action(description="Resume selected tenants", permissions=["change"])
     def resume(self, request, queryset):
         for tenant in queryset:
             services.tenant_set_active(tenant=tenant, active=True)
@@ -92,7 +94,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk, obj.prefix = issued.api_key.pk, issued.api_key.prefix
         messages.warning(request, f"Copy the new key now, it is not shown again: {issued.secret}")
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         for api_key in queryset:
             services.api_key_revoke(api_key=api_key)

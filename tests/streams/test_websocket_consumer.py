@@ -1,6 +1,7 @@
 """The WebSocket consumer, driven in-process with channels.testing."""
 
 import json
+import logging
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -154,3 +155,18 @@ async def test_a_tenant_never_sees_another_tenants_events(api_key, other_key):
     assert await mine.receive_nothing(timeout=0.2)
     await mine.disconnect()
     await theirs.disconnect()
+
+
+async def test_a_path_with_a_line_break_is_logged_on_one_line(caplog):
+    # A client-controlled string must not forge log lines (issue 11). daphne percent-decodes
+    # `/ws/nope%0AFORGED` into the scope's path; the test client's URL parsing would drop the
+    # line break, so the path is set in the scope itself.
+    ws = WebsocketCommunicator(application, "/ws/nope")
+    ws.scope["path"] = "/ws/nope\nFORGED entry"
+    with caplog.at_level(logging.INFO, logger="streams.delivery.consumers.not_found"):
+        connected, _ = await ws.connect()
+
+    assert not connected
+    (record,) = [r for r in caplog.records if "no route" in r.getMessage()]
+    assert "\n" not in record.getMessage()
+    assert "FORGED entry" in record.getMessage()

@@ -13,5 +13,6 @@ class NotFoundWebsocketConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Called on the handshake; refuses it before accepting."""
-        logger.info("websocket refused: no route for %s", self.scope.get("path"))
+        # %r: a client's path, logged with its control characters escaped (no forged lines).
+        logger.info("websocket refused: no route for %r", self.scope.get("path"))
         await self.close()

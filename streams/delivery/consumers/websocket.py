@@ -141,7 +141,8 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             )
             plan = await subscription_start(self.sub, admission)
         except Refusal as refusal:
-            logger.info("websocket refused (%s): %s", refusal.close_code, refusal.detail)
+            # %r: a detail may quote what the client sent.
+            logger.info("websocket refused (%s): %r", refusal.close_code, refusal.detail)
             await self._close(refusal.close_code, refusal.detail[:120])
             return
         take_pongs_in_place(server_protocol(self.base_send), self.sub)
