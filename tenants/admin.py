@@ -1,7 +1,8 @@
 """Provides the Django admin for tenants and API keys."""
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.template.response import TemplateResponse
 
 from streams.selectors import tenant_stats
 from tenants import services
@@ -92,7 +93,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
             tenant=obj.tenant, name=obj.name, scopes=obj.scopes or SCOPES, expires_at=obj.expires_at
         )
         obj.pk, obj.prefix = issued.api_key.pk, issued.api_key.prefix
-        messages.warning(request, f"Copy the new key now, it is not shown again: {issued.secret}")
+        request.eventhub_issued_secret = issued.secret  # shown by response_add, once
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """Called after a key is added: shows its secret in this response, once. Not through
+        `messages`, whose default storage is a cookie the browser sends back (signed, but
+        readable), and not on any later page."""
+        secret = getattr(request, "eventhub_issued_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "api_key": obj, "secret": secret}
+        response = TemplateResponse(request, "admin/tenants/apikey/issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
