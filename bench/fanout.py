@@ -584,7 +584,7 @@ def main() -> int:
     try:
         env = {
             **os.environ,
-            "SECRET_KEY": "bench",
+            "SECRET_KEY": "bench-secret-key-" + "0123456789abcdefghijklmnopqrstuvwxyz",
             "DEBUG": "0",
             "DATABASE_URL": args.database_url or f"sqlite:///{tmp.name}/db.sqlite3",
             "DJANGO_SETTINGS_MODULE": "eventhub.settings",

@@ -23,6 +23,23 @@ if not SECRET_KEY:
     if not _dev_key_file.exists():
         _dev_key_file.write_text("dev-insecure-" + get_random_secret_key())
     SECRET_KEY = _dev_key_file.read_text().strip()
+# Whoever knows SECRET_KEY forges sessions and subscriber tokens for every tenant: with DEBUG
+# off a guessable one is refused at start-up (Django's own check only warns, under --deploy).
+ENV_EXAMPLE_SECRET_KEY = "change-me-to-50-random-characters"
+DEVELOPMENT_SECRET_PREFIXES = ("dev-insecure-", "django-insecure-")
+if not DEBUG and (
+    len(SECRET_KEY) < 50
+    or len(set(SECRET_KEY)) < 5
+    or SECRET_KEY == ENV_EXAMPLE_SECRET_KEY
+    or SECRET_KEY.startswith(DEVELOPMENT_SECRET_PREFIXES)
+):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "SECRET_KEY is too weak for DEBUG off: use at least 50 random characters, not the "
+        ".env.example placeholder or a development key. Make one with: python -c 'from "
+        "django.core.management.utils import get_random_secret_key as k; print(k())'"
+    )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 EVENTHUB_ALLOWED_ORIGINS = env.list("EVENTHUB_ALLOWED_ORIGINS", default=[])

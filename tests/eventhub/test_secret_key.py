@@ -1,0 +1,58 @@
+"""With DEBUG off the hub refuses to start with a SECRET_KEY anyone could guess: whoever knows
+it forges sessions and subscriber tokens for every tenant (issue 11)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.processes import ROOT, base_env
+
+STRONG = "x7Gq!2pLm9Zr#4vTn8Wc$1bYh6Kd%3sJf5Ua^0eRi*Oo&Pl(Mk)Nj_Hb+Vg=Fc"
+
+
+def check(secret_key: str, debug: str = "0") -> subprocess.CompletedProcess:
+    env = base_env(SECRET_KEY=secret_key, DEBUG=debug, DATABASE_URL="sqlite:///:memory:")
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "short-but-random-Zq81",
+        "change-me-to-50-random-characters",
+        "dev-insecure-" + "a8Kq2" * 10,
+        "django-insecure-" + "a8Kq2" * 10,
+        "a" * 64,
+    ],
+    ids=[
+        "shorter-than-50",
+        "env-example-placeholder",
+        "make-run-key",
+        "startproject-key",
+        "one-letter",
+    ],
+)
+def test_a_weak_secret_key_stops_the_hub_with_debug_off(weak):
+    done = check(weak)
+
+    assert done.returncode != 0
+    assert "SECRET_KEY is too weak" in done.stderr
+
+
+def test_a_strong_secret_key_starts_it():
+    done = check(STRONG)
+
+    assert done.returncode == 0, done.stderr
+
+
+def test_development_keeps_its_generated_key():
+    assert check("dev-insecure-" + "a8Kq2" * 10, debug="1").returncode == 0
