@@ -2,8 +2,8 @@
 
 WebSocket: a handshake from an origin not allowed is refused (403); one without Origin is a
 non-browser client, which may use a key or a token but never the session cookie. SSE: a request
-with no Origin is same-origin (browsers omit it there) and may use the session; one from another
-origin may not.
+with no Origin is same-origin (browsers omit it there) and may use the session, unless its
+Sec-Fetch-Site says it came from another site; one from an origin not allowed may not.
 """
 
 import logging
@@ -43,6 +43,13 @@ class OriginGuard:
                 logger.warning("websocket refused: origin %r is not allowed", origin)
                 return await WebsocketDenier()(scope, receive, send)
             session_allowed = allowed
+        elif origin is None:
+            # Browsers omit Origin on a same-origin GET, but also on some cross-site ones
+            # (no-cors); where they send Sec-Fetch-Site, it tells the two apart.
+            fetch_site = next(
+                (v for k, v in scope.get("headers", []) if k == b"sec-fetch-site"), None
+            )
+            session_allowed = fetch_site in (None, b"same-origin", b"none")
         else:
-            session_allowed = origin is None or allowed
+            session_allowed = allowed
         return await self.application(dict(scope, session_allowed=session_allowed), receive, send)
