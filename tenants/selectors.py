@@ -8,10 +8,11 @@ from datetime import datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.sessions.models import Session
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from tenants.keys import KEY_PREFIX, key_hash, key_looks_whole
 from tenants.models import ApiKey, Tenant
@@ -200,41 +201,58 @@ def credentials_revoked(*, key_ids: set[int], tenant_ids: set[int]) -> tuple[set
     return key_ids - usable, tenant_ids - active
 
 
+def _session_hash_current(user, session_hash: str | None) -> bool:
+    """Whether a session's stored auth hash still matches the user's, as Django's own
+    `auth.get_user` decides it (SECRET_KEY, then SECRET_KEY_FALLBACKS): a password change
+    makes every other session of the user stop authenticating."""
+    if not session_hash:
+        return False
+    if constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return True
+    return any(
+        constant_time_compare(session_hash, user._get_session_auth_hash(secret=fallback))
+        for fallback in settings.SECRET_KEY_FALLBACKS
+    )
+
+
 def session_grants_revoked(
     *, grants: set[tuple[int, int, str]]
-) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]]]:
+) -> tuple[set[tuple[int, int, str]], set[tuple[int, int, str]], set[tuple[int, int, str]]]:
     """Of the given (user, tenant, session key) grants of dashboard subscriptions, returns
-    (forbidden, ended): the user was deactivated or lost staff status and membership; or the
-    session itself is over (logout, expiry, or a new key after logging in again, when the
-    user may well still be signed in). Run every few seconds by each hub, with
-    `credentials_revoked`.
+    (forbidden, ended, logged_out): the user was deactivated or lost staff status and
+    membership; the session itself is over (logout, expiry, or a new key after logging in
+    again, when the user may well still be signed in); or the session no longer
+    authenticates its user because the password changed (Django's remedy for a stolen
+    session). Run every few seconds by each hub, with `credentials_revoked`.
     """
     if not grants:
-        return set(), set()
+        return set(), set(), set()
     now = timezone.now()
     user_ids = {user_id for user_id, _, _ in grants}
-    staff = dict(
-        get_user_model()
-        .objects.filter(pk__in=user_ids, is_active=True)
-        .values_list("pk", "is_staff")
-    )
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids, is_active=True)}
+    staff = {pk: user.is_staff for pk, user in users.items()}
     members = set(
         Tenant.members.through.objects.filter(
             user_id__in=user_ids, tenant_id__in={tenant_id for _, tenant_id, _ in grants}
         ).values_list("user_id", "tenant_id")
     )
-    live_sessions = None
+    live_sessions: dict[str, str | None] | None = None
     if settings.SESSION_ENGINE in _DATABASE_SESSION_ENGINES:
-        live_sessions = set(
-            Session.objects.filter(
+        live_sessions = {
+            row.session_key: row.get_decoded().get(HASH_SESSION_KEY)
+            for row in Session.objects.filter(
                 session_key__in={key for _, _, key in grants}, expire_date__gt=now
-            ).values_list("session_key", flat=True)
-        )
-    forbidden, ended = set(), set()
+            )
+        }
+    forbidden, ended, logged_out = set(), set(), set()
     for grant in grants:
         user_id, tenant_id, session_key = grant
         if user_id not in staff or not (staff[user_id] or (user_id, tenant_id) in members):
             forbidden.add(grant)
         elif live_sessions is not None and session_key not in live_sessions:
             ended.add(grant)
-    return forbidden, ended
+        elif live_sessions is not None and not _session_hash_current(
+            users[user_id], live_sessions[session_key]
+        ):
+            logged_out.add(grant)
+    return forbidden, ended, logged_out

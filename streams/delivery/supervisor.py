@@ -1,7 +1,7 @@
 """Provides the hub's supervisor: the one heartbeat loop per process that keeps its connections
 honest. Each tick it pings the connections whose turn has come, closes WebSocket clients that
 fell silent (4408) and slow consumers (4008), closes connections whose key, tenant or session
-lost its right (4403, 1012), and catches up events whose layer message never came."""
+lost its right (4403, 1012, 4401), and catches up events whose layer message never came."""
 
 import asyncio
 import logging
@@ -68,12 +68,13 @@ class Supervisor:
         grants = {_grant(sub) for sub in subs if sub.session is not None}
         forbidden: set[tuple[int, int, str]] = set()
         ended: set[tuple[int, int, str]] = set()
+        logged_out: set[tuple[int, int, str]] = set()
         try:
             bad_keys, bad_tenants = await self._credentials_revoked(
                 key_ids=key_ids, tenant_ids=tenant_ids
             )
             if grants:  # most hubs hold no dashboard session: no thread hop for nothing
-                forbidden, ended = await self._session_grants_revoked(grants=grants)
+                forbidden, ended, logged_out = await self._session_grants_revoked(grants=grants)
         except Exception:
             logger.warning("could not re-check subscriber credentials; will retry")
             return
@@ -89,6 +90,10 @@ class Supervisor:
                 # Not final: after logging in again the browser holds a new session and is
                 # admitted when it reconnects; after a logout it is refused then (4401).
                 await self.hub.close(sub, 1012, "The session changed; reconnect.")
+            elif sub.session is not None and _grant(sub) in logged_out:
+                # Final: the password changed, and this session no longer signs its user in
+                # (a stolen session ends here, as Django ends it for every other request).
+                await self.hub.close(sub, 4401, "The password changed; log in again.")
 
     async def _catch_up(self) -> None:
         """Delivers events whose layer message never came (the layer is at-most-once): each

@@ -17,6 +17,7 @@ from tenants.services import tenant_set_active
 from tests.conftest import asgi_client
 from tests.inprocess import publish
 from tests.streams import test_sse_consumer as sse
+from tests.streams.test_revocation import stream_ended
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -227,6 +228,26 @@ async def test_the_end_of_a_session_closes_its_subscriptions_with_a_reconnect_co
     assert (closed["type"], closed["code"]) == ("websocket.close", 1012)
     await ws.disconnect()
     # ... while one that logged out is refused when it does.
+    assert await refused_code(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}")) == 4401
+
+
+async def test_a_password_change_ends_the_users_session_subscriptions_for_good(tenant):
+    # Django's remedy for a stolen session: change the password. Its live streams end too.
+    user, cookie = await sync_to_async(member_and_cookie)(tenant)
+    ws = await welcomed(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}"))
+    stream, _ = await sse.connect(headers=sse_headers(cookie), tenant=tenant.slug)
+
+    def change_password() -> None:
+        user.set_password("a new password, 8c1e")
+        user.save()
+
+    await sync_to_async(change_password)()
+
+    assert await closed_within_a_recheck(ws) == 4401
+    assert await stream_ended(stream)
+    await ws.disconnect()
+    await stream.close()
+    # The old cookie no longer subscribes at all.
     assert await refused_code(browser_ws(cookie, SAME_SITE, f"tenant={tenant.slug}")) == 4401
 
 
