@@ -2,6 +2,7 @@
 WebSocket."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -9,6 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eventhub.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import DatabaseError, connections  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from eventhub import daphne_bodies, gctuning, redaction  # noqa: E402
@@ -20,6 +23,21 @@ from streams.routing import (  # noqa: E402
     sse_urlpatterns,
     websocket_urlpatterns,
 )
+from tenants.demo import DEMO_USERNAME, OLD_DEMO_PASSWORD, demo_password_in_use  # noqa: E402
+
+if not settings.DEBUG and os.path.basename(sys.argv[0]) == "daphne":
+    # Serving with DEBUG off: never with the demo user's old, public password.
+    try:
+        refuse = demo_password_in_use()
+    except DatabaseError:
+        refuse = False  # not migrated yet: there is no user
+    finally:
+        connections.close_all()  # opened on this thread; requests use their own
+    if refuse:
+        raise SystemExit(
+            f"Refusing to serve: the user {DEMO_USERNAME!r} still has the password "
+            f"{OLD_DEMO_PASSWORD!r}. Change it: python manage.py changepassword {DEMO_USERNAME}"
+        )
 
 redaction.install()
 runtime.install_shutdown_hook()

@@ -8,5 +8,6 @@ class TenantsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Called once Django has loaded the apps: registers the OpenAPI auth scheme."""
-        from tenants import schema  # noqa: F401
+        """Called once Django has loaded the apps: registers the OpenAPI auth scheme and the
+        system checks."""
+        from tenants import checks, schema  # noqa: F401

@@ -1,15 +1,17 @@
-"""Provides `manage.py demo_setup`: the demo tenant, a fresh key and (DEBUG only) an admin user,
-as `make run` prints them."""
+"""Provides `manage.py demo_setup`: the demo tenant, a fresh key and (DEBUG only) an admin user
+with a random password, as `make run` prints them."""
+
+import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from tenants.demo import DEMO_USERNAME
 from tenants.selectors import tenant_get
 from tenants.services import api_key_issue, tenant_create
 
 DEMO_SLUG = "demo"
-DEMO_ADMIN = ("admin", "admin")
 EXAMPLE_BODY = '{"topic": "orders.created", "data": {"id": 1}}'
 
 
@@ -37,9 +39,13 @@ class Command(BaseCommand):
         ]
         if settings.DEBUG and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
             user_model = get_user_model()
-            username, password = DEMO_ADMIN
-            if not user_model.objects.filter(username=username).exists():
-                user_model.objects.create_superuser(username, "admin@example.com", password)
-            lines += ["", f"Dashboard: {base_url}/dashboard/  (login {username} / {password})"]
+            if not user_model.objects.filter(username=DEMO_USERNAME).exists():
+                # Random, shown once: the same db.sqlite3 may be served with DEBUG off later.
+                password = secrets.token_urlsafe(12)
+                user_model.objects.create_superuser(DEMO_USERNAME, "admin@example.com", password)
+                login = f"login {DEMO_USERNAME} / {password}, shown once"
+            else:
+                login = f"login {DEMO_USERNAME} with the password printed when it was made"
+            lines += ["", f"Dashboard: {base_url}/dashboard/  ({login})"]
         lines += [f"API docs:  {base_url}/api/docs/", ""]
         self.stdout.write("\n".join(lines))
