@@ -135,7 +135,10 @@ class Supervisor:
                     since = time.perf_counter()
                 if sub.closed or sub.opening:
                     continue  # its welcome must be the first thing it gets
-                if sub.silence_closes and now - sub.last_seen > stale:
+                # Not while it replays (`pending` set): it cannot be asked for a pong then,
+                # and the replay closes a client that stops taking it as a slow consumer
+                # (4008, after half the stale timeout), which is what it should learn.
+                if sub.silence_closes and sub.pending is None and now - sub.last_seen > stale:
                     await self.hub.close(sub, 4408, "no frame from the client in time")
                     continue
                 # Checked once a tick, after the server had time to flush: a burst may pass
