@@ -48,9 +48,9 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    """Runs a management command and returns its stdout; fails the test on error."""
-    done = subprocess.run(
+def manage_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Runs a management command and returns how it ended, whatever that was."""
+    return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
@@ -59,6 +59,11 @@ def manage(env: dict[str, str], *args: str) -> str:
         timeout=60,
         check=False,
     )
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Runs a management command and returns its stdout; fails the test on error."""
+    done = manage_run(env, *args)
     assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout
 

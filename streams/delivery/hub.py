@@ -32,6 +32,13 @@ RUN_EVENTS = 100
 RUN_BYTES = 256 * 1024
 
 
+class _Run(list):
+    """Events in seq order, broadcast together (`Hub._broadcast_run`), with their frames'
+    bytes counted as they are added (not summed again at every append)."""
+
+    size = 0
+
+
 class ConnectionLimitReached(Exception):
     """Raised by Hub.subscribe when the tenant has no connection left."""
 
@@ -251,7 +258,7 @@ class Hub:
         self, tenant_id: int, tenant: TenantHub, envelopes: list[Envelope]
     ) -> None:
         assert tenant.last_seq is not None, "read when the tenant joined (see `deliver`)"
-        run: list[Envelope] = []  # in seq order, broadcast together (`_broadcast_run`)
+        run = _Run()
         since = time.perf_counter()
         for envelope in envelopes:
             if time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
@@ -287,10 +294,11 @@ class Hub:
         await self._broadcast_run(tenant_id, tenant, run)
 
     async def _add_to_run(
-        self, tenant_id: int, tenant: TenantHub, run: list[Envelope], envelope: Envelope
+        self, tenant_id: int, tenant: TenantHub, run: _Run, envelope: Envelope
     ) -> None:
         run.append(envelope)
-        if len(run) >= RUN_EVENTS or sum(len(e.frame) for e in run) >= RUN_BYTES:
+        run.size += len(envelope.frame)
+        if len(run) >= RUN_EVENTS or run.size >= RUN_BYTES:
             await self._broadcast_run(tenant_id, tenant, run)
 
     async def _current_epoch(self, tenant_id: int, default: str) -> str:
@@ -313,7 +321,7 @@ class Hub:
             logger.warning("could not fill seq %d..%d of tenant %s", first, last, tenant_id)
             return []
 
-    async def _broadcast_run(self, tenant_id: int, tenant: TenantHub, run: list[Envelope]) -> None:
+    async def _broadcast_run(self, tenant_id: int, tenant: TenantHub, run: _Run) -> None:
         """Hands a run of events (in seq order, all past `tenant.last_seq` when they were added)
         to their matching connections, then empties `run`.
 
@@ -321,6 +329,7 @@ class Hub:
         the frames it matches: a batch of 50 to 2000 connections is 2000 writes, not 100 000.
         Connections that match the same topics of the run share those bytes, built once.
         """
+        run.size = 0
         if len(run) <= 1:
             if run:
                 await self._broadcast(tenant_id, tenant, run.pop())

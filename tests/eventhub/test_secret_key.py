@@ -2,26 +2,17 @@
 it forges sessions and subscriber tokens for every tenant (issue 11)."""
 
 import subprocess
-import sys
 
 import pytest
 
-from tests.processes import ROOT, base_env
+from tests.processes import base_env, manage_run
 
 STRONG = "x7Gq!2pLm9Zr#4vTn8Wc$1bYh6Kd%3sJf5Ua^0eRi*Oo&Pl(Mk)Nj_Hb+Vg=Fc"
 
 
 def check(secret_key: str, debug: str = "0") -> subprocess.CompletedProcess:
     env = base_env(SECRET_KEY=secret_key, DEBUG=debug, DATABASE_URL="sqlite:///:memory:")
-    return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return manage_run(env, "check")
 
 
 @pytest.mark.parametrize(
