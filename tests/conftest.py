@@ -8,7 +8,7 @@ from eventhub.asgi import application
 from streams import metrics, runtime
 from tenants import selectors
 from tenants.services import api_key_issue
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 
 
 @pytest.fixture(autouse=True)
@@ -36,23 +36,23 @@ def other_tenant(db):
 @pytest.fixture
 def api_key(tenant):
     """The whole secret of a key of `tenant` with every scope."""
-    return api_key_issue(tenant=tenant, name="test").secret
+    return api_key_issue(actor=ACTOR, tenant=tenant, name="test").secret
 
 
 @pytest.fixture
 def other_key(other_tenant):
     """A key of `other_tenant`, with every scope."""
-    return api_key_issue(tenant=other_tenant).secret
+    return api_key_issue(actor=ACTOR, tenant=other_tenant).secret
 
 
 @pytest.fixture
 def publish_only_key(tenant):
-    return api_key_issue(tenant=tenant, scopes=["publish"]).secret
+    return api_key_issue(actor=ACTOR, tenant=tenant, scopes=["publish"]).secret
 
 
 @pytest.fixture
 def subscribe_only_key(tenant):
-    return api_key_issue(tenant=tenant, scopes=["subscribe"]).secret
+    return api_key_issue(actor=ACTOR, tenant=tenant, scopes=["subscribe"]).secret
 
 
 def asgi_client(key: str | None = None) -> httpx.AsyncClient:

@@ -2,6 +2,7 @@
 
 import factory
 
+from tenants.actors import Actor
 from tenants.models import Tenant
 
 
@@ -11,3 +12,7 @@ class TenantFactory(factory.django.DjangoModelFactory):
 
     slug = factory.Sequence(lambda n: f"tenant-{n}")
     name = factory.LazyAttribute(lambda t: t.slug.title())
+
+
+# The actor of the writes tests make through the services, as the audit trail records them.
+ACTOR = Actor.command("tests")

@@ -174,8 +174,10 @@ class HubServer:
     async def suspend(self, tenant: Tenant) -> None:
         """Suspends the tenant, as an operator would from a shell."""
         script = (
-            "from tenants.models import Tenant; from tenants.services import tenant_set_active; "
-            f"tenant_set_active(tenant=Tenant.objects.get(slug={tenant.slug!r}), active=False)"
+            "from tenants.actors import Actor; from tenants.models import Tenant; "
+            "from tenants.services import tenant_set_active; "
+            "tenant_set_active(actor=Actor.command('manage.py shell'), "
+            f"tenant=Tenant.objects.get(slug={tenant.slug!r}), active=False)"
         )
         await asyncio.to_thread(self.manage, "shell", "-c", script)
 

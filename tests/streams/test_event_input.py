@@ -21,7 +21,7 @@ from streams.event_input import (
     events_read,
 )
 from tenants.services import api_key_issue
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 from tests.streams.test_ingest import django_asgi_app, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -190,7 +190,7 @@ async def test_a_tenant_out_of_its_rate_gets_429_for_a_large_body_without_it_bei
     settings,
 ):
     tenant = await sync_to_async(TenantFactory)(publish_rate=1)
-    key = (await sync_to_async(api_key_issue)(tenant=tenant)).secret
+    key = (await sync_to_async(api_key_issue)(actor=ACTOR, tenant=tenant)).secret
     first = await send(application, key, "/api/v1/events", b'{"topic": "t", "data": 1}')
     assert first.status_code == 202
     broken = b'{"events": [' + b'{"topic": "t", "data": "' + b"x" * 100_000 + b'"}, '

@@ -30,7 +30,7 @@ from eventhub.asgi import application
 from streams import runtime
 from tenants import selectors
 from tenants.services import api_key_issue
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 from tests.processes import Process, base_env, manage
 
 FUZZ = settings(
@@ -65,7 +65,7 @@ def in_fresh_process(coroutine_function, *args):
 
 @pytest.fixture
 def fuzz_key(db):
-    return api_key_issue(tenant=TenantFactory()).secret
+    return api_key_issue(actor=ACTOR, tenant=TenantFactory()).secret
 
 
 # ASGI plumbing: raw scopes, so that any bytes can be sent --------------------------------------

@@ -14,7 +14,7 @@ from eventhub.asgi import application
 from streams import runtime
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -82,14 +82,14 @@ def django_requests():
 
 
 def keys(tenant) -> dict[str, str]:
-    revoked = api_key_issue(tenant=tenant, name="revoked")
-    api_key_revoke(api_key=ApiKey.objects.get(pk=revoked.api_key.pk))
+    revoked = api_key_issue(actor=ACTOR, tenant=tenant, name="revoked")
+    api_key_revoke(actor=ACTOR, api_key=ApiKey.objects.get(pk=revoked.api_key.pk))
     suspended = TenantFactory()
-    suspended_key = api_key_issue(tenant=suspended).secret
-    tenant_set_active(tenant=suspended, active=False)
+    suspended_key = api_key_issue(actor=ACTOR, tenant=suspended).secret
+    tenant_set_active(actor=ACTOR, tenant=suspended, active=False)
     return {
-        "good": api_key_issue(tenant=tenant).secret,
-        "subscribe only": api_key_issue(tenant=tenant, scopes=["subscribe"]).secret,
+        "good": api_key_issue(actor=ACTOR, tenant=tenant).secret,
+        "subscribe only": api_key_issue(actor=ACTOR, tenant=tenant, scopes=["subscribe"]).secret,
         "revoked": revoked.secret,
         "suspended": suspended_key,
         "unknown": "ehk_00000000_" + "x" * 43,
@@ -177,7 +177,7 @@ async def test_an_idempotent_retry_gets_the_first_answer_on_either_path(api_key)
 @pytest.fixture
 def slow_key(db):
     """A key of a tenant that may publish one event a second."""
-    return api_key_issue(tenant=TenantFactory(publish_rate=1)).secret
+    return api_key_issue(actor=ACTOR, tenant=TenantFactory(publish_rate=1)).secret
 
 
 async def test_the_rate_limit_answers_alike_on_both_paths(slow_key):

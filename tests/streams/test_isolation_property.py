@@ -23,6 +23,7 @@ from streams import runtime
 from tenants import selectors
 from tenants.services import api_key_issue, tenant_create
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 
 # Topics and patterns chosen to collide: `a*` matches `ab` and `a.b`, `a.*` only the latter.
 TOPICS = ["a", "ab", "a.b", "a.c", "b", "b.a"]
@@ -148,9 +149,11 @@ def test_every_subscriber_gets_exactly_what_its_tenant_and_patterns_allow(scenar
     fresh_process_state()
     slugs, keys = [], []
     for _ in range(tenants):
-        tenant = tenant_create(slug=f"iso-{next(_slugs)}")
+        tenant = tenant_create(actor=ACTOR, slug=f"iso-{next(_slugs)}")
         slugs.append(tenant.slug)
-        keys.append([api_key_issue(tenant=tenant).secret for _ in range(KEYS_PER_TENANT)])
+        keys.append(
+            [api_key_issue(actor=ACTOR, tenant=tenant).secret for _ in range(KEYS_PER_TENANT)]
+        )
     try:
         async_to_sync(run)(subscriptions, publishes, keys, slugs)
     finally:

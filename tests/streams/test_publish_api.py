@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from eventhub.asgi import application
 from tenants.services import api_key_issue
 from tests.conftest import asgi_client
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -329,7 +329,7 @@ def clock(monkeypatch):
 
 @pytest.fixture
 def rate_limited_key(db, clock):
-    return api_key_issue(tenant=TenantFactory(publish_rate=2)).secret
+    return api_key_issue(actor=ACTOR, tenant=TenantFactory(publish_rate=2)).secret
 
 
 async def test_publishing_faster_than_the_rate_is_refused_with_429(rate_limited_key):

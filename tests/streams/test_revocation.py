@@ -21,6 +21,7 @@ from streams.delivery.supervisor import AUTH_RECHECK_SECONDS
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 from tests.streams import test_sse_consumer as sse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,7 +75,7 @@ async def connections(key: str) -> dict:
 
 @pytest.fixture
 def issued(tenant):
-    return api_key_issue(tenant=tenant, name="to revoke")
+    return api_key_issue(actor=ACTOR, tenant=tenant, name="to revoke")
 
 
 # Live connections ---------------------------------------------------------------------------
@@ -90,7 +91,7 @@ async def test_revoking_a_key_closes_its_live_connections_and_no_others(issued, 
     other_tenant = await open_ws(other_key)
 
     started = time.monotonic()
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
     codes = await asyncio.gather(closed_code(by_key), closed_code(by_token))
     assert await stream_ended(stream)
     assert codes == [4403, 4403]
@@ -126,7 +127,7 @@ async def test_revocation_closes_connections_when_a_publish_came_first(issued):
     assert (await publish(issued.secret)).status_code == 202
     ws = await open_ws(issued.secret)
 
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
 
     assert await closed_code(ws) == 4403
 
@@ -142,7 +143,7 @@ async def test_suspending_a_tenant_closes_its_live_connections_and_no_others(
     other_tenant = await open_ws(other_key)
 
     started = time.monotonic()
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     codes = await asyncio.gather(closed_code(by_key), closed_code(by_token))
     assert await stream_ended(stream)
     assert codes == [4403, 4403]
@@ -156,7 +157,7 @@ async def test_suspending_a_tenant_closes_its_live_connections_and_no_others(
 
 async def test_a_key_that_expires_while_connected_is_closed(tenant):
     soon = timezone.now() + timedelta(seconds=1)
-    issued = await sync_to_async(api_key_issue)(tenant=tenant, expires_at=soon)
+    issued = await sync_to_async(api_key_issue)(actor=ACTOR, tenant=tenant, expires_at=soon)
     ws = await open_ws(issued.secret)
     assert await closed_code(ws) == 4403
     await ws.disconnect()
@@ -164,7 +165,7 @@ async def test_a_key_that_expires_while_connected_is_closed(tenant):
 
 async def test_a_revoked_key_cannot_reconnect(issued):
     ws = await open_ws(issued.secret)
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
     assert await closed_code(ws) == 4403
     await ws.disconnect()
     again = WebsocketCommunicator(
@@ -186,7 +187,7 @@ async def test_publishing_with_a_key_revoked_here_is_refused_at_once(issued):
     # The key is in this process's cache (EVENTHUB_KEY_CACHE_SECONDS, 2 s by default) after a
     # first request; api_key_revoke empties that cache, so the very next request is refused.
     assert (await publish(issued.secret)).status_code == 202
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
     response = await publish(issued.secret)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
@@ -195,7 +196,7 @@ async def test_publishing_with_a_key_revoked_here_is_refused_at_once(issued):
 
 async def test_publishing_with_a_key_suspended_here_is_refused_at_once(issued, tenant):
     assert (await publish(issued.secret)).status_code == 202
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     response = await publish(issued.secret)
     assert response.status_code == 403
     assert "suspended" in response.json()["detail"]

@@ -15,6 +15,7 @@ from django.test import Client
 from eventhub.asgi import application
 from tenants.services import tenant_set_active
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 from tests.inprocess import publish
 from tests.streams import test_sse_consumer as sse
 from tests.streams.test_revocation import stream_ended
@@ -168,14 +169,14 @@ async def test_a_deactivated_user_cannot_subscribe(inactive_cookie, tenant):
 
 
 async def test_a_suspended_tenant_is_forbidden_to_its_dashboard_users(staff_cookie, tenant):
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     ws = browser_ws(staff_cookie, SAME_SITE, f"tenant={tenant.slug}")
     assert await refused_code(ws) == 4403
 
 
 async def test_suspending_a_tenant_closes_its_session_subscribers(staff_cookie, tenant):
     ws = await welcomed(browser_ws(staff_cookie, SAME_SITE, f"tenant={tenant.slug}"))
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     error = await ws.receive_json_from(timeout=6)
     assert error["code"] == 4403
     assert (await ws.receive_output(timeout=1))["code"] == 4403

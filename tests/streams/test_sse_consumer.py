@@ -11,7 +11,7 @@ from eventhub.asgi import application
 from streams.topics import MAX_PATTERNS
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
-from tests.factories import TenantFactory
+from tests.factories import ACTOR, TenantFactory
 from tests.inprocess import publish, publish_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -239,8 +239,8 @@ async def test_it_refuses_a_request_without_credentials_with_401(db):
 
 @pytest.fixture
 def revoked_key(tenant):
-    issued = api_key_issue(tenant=tenant)
-    api_key_revoke(api_key=issued.api_key)
+    issued = api_key_issue(actor=ACTOR, tenant=tenant)
+    api_key_revoke(actor=ACTOR, api_key=issued.api_key)
     return issued.secret
 
 
@@ -260,7 +260,7 @@ async def test_it_refuses_a_key_without_the_subscribe_scope_with_403(publish_onl
 
 
 async def test_it_refuses_a_suspended_tenant_with_403(tenant, api_key):
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     assert "suspended" in assert_refused(await refusal(api_key), 403)
 
 
@@ -299,7 +299,7 @@ async def test_a_subscription_of_100_patterns_opens_the_stream(api_key):
 
 @pytest.fixture
 def one_connection_key(db):
-    return api_key_issue(tenant=TenantFactory(max_connections=1)).secret
+    return api_key_issue(actor=ACTOR, tenant=TenantFactory(max_connections=1)).secret
 
 
 async def test_it_refuses_a_connection_over_the_tenant_limit_with_429(one_connection_key):

@@ -17,6 +17,7 @@ from streams import tokens
 from tenants import selectors
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 from tests.inprocess import publish
 from tests.streams import test_sse_consumer as sse
 
@@ -85,7 +86,7 @@ class Clock:
 
 @pytest.fixture
 def issued(tenant):
-    return api_key_issue(tenant=tenant, name="issuer")
+    return api_key_issue(actor=ACTOR, tenant=tenant, name="issuer")
 
 
 # What a token allows ------------------------------------------------------------------------
@@ -219,7 +220,7 @@ async def test_a_token_naming_another_tenant_than_its_keys_is_refused(issued, ot
 async def test_a_token_is_refused_once_its_issuing_key_is_revoked(issued):
     token = await issue(issued.secret, ["*"])
     await (await ws_open(token=token)).disconnect()
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
     assert await ws_refused(token=token) == 4401
     assert await sse_refused(token=token) == 401
 
@@ -234,7 +235,8 @@ async def test_a_crowd_subscribing_with_one_token_reads_its_key_once(issued, mon
     )
 
     crowd = [await ws_open(token=token) for _ in range(20)]
-    await sync_to_async(api_key_revoke)(api_key=issued.api_key)  # empties the key cache
+    # A revocation empties the key cache: the next subscriber reads the key again.
+    await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=issued.api_key)
     refused = await ws_refused(token=token)
 
     assert len(reads) == 2  # once for the crowd, once after the revocation
@@ -245,7 +247,7 @@ async def test_a_crowd_subscribing_with_one_token_reads_its_key_once(issued, mon
 
 async def test_a_token_is_refused_once_its_issuing_key_has_expired(tenant):
     soon = timezone.now() + timedelta(seconds=60)
-    issued = await sync_to_async(api_key_issue)(tenant=tenant, expires_at=soon)
+    issued = await sync_to_async(api_key_issue)(actor=ACTOR, tenant=tenant, expires_at=soon)
     token = await issue(issued.secret, ["*"])
     issued.api_key.expires_at = timezone.now() - timedelta(seconds=1)
     await issued.api_key.asave(update_fields=["expires_at"])
@@ -255,7 +257,7 @@ async def test_a_token_is_refused_once_its_issuing_key_has_expired(tenant):
 
 async def test_a_token_of_a_suspended_tenant_is_forbidden(issued, tenant):
     token = await issue(issued.secret, ["*"])
-    await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+    await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
     assert await ws_refused(token=token) == 4403
     assert await sse_refused(token=token) == 403
 
@@ -297,7 +299,7 @@ async def test_a_token_grants_at_most_100_patterns(api_key):
 
 async def test_a_key_without_the_subscribe_scope_cannot_issue_tokens(tenant):
     for scopes in (["publish"], ["history"], ["publish", "history"]):
-        key = (await sync_to_async(api_key_issue)(tenant=tenant, scopes=scopes)).secret
+        key = (await sync_to_async(api_key_issue)(actor=ACTOR, tenant=tenant, scopes=scopes)).secret
         async with asgi_client(key) as client:
             response = await client.post("/api/v1/tokens", json={"topics": ["*"]})
         assert response.status_code == 403, response.content

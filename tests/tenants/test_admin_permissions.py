@@ -7,6 +7,7 @@ from django.contrib.auth.models import Permission
 
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_issue
+from tests.factories import ACTOR
 
 pytestmark = [
     pytest.mark.django_db,
@@ -36,7 +37,7 @@ def test_a_view_only_staff_user_cannot_suspend_a_tenant(client, tenant):
 
 
 def test_a_view_only_staff_user_cannot_revoke_a_key(client, tenant):
-    issued = api_key_issue(tenant=tenant, name="app")
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="app")
     client.force_login(staff_with("view_apikey", "view_tenant"))
 
     run_action(client, "apikey", "revoke", issued.api_key.pk)
@@ -54,7 +55,7 @@ def test_a_staff_user_who_may_change_tenants_suspends_and_resumes_them(client, t
 
 
 def test_a_staff_user_who_may_change_keys_revokes_them(client, tenant):
-    issued = api_key_issue(tenant=tenant, name="app")
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="app")
     client.force_login(staff_with("view_apikey", "change_apikey", "view_tenant"))
 
     run_action(client, "apikey", "revoke", issued.api_key.pk)

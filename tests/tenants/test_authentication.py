@@ -11,6 +11,7 @@ from tenants import selectors
 from tenants.models import ApiKey
 from tenants.services import api_key_issue, api_key_revoke, tenant_set_active
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 from tests.streams import test_tokens as tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,19 +34,21 @@ def assert_forbidden(response, reason: str) -> None:
 
 @pytest.fixture
 def revoked_key(tenant):
-    issued = api_key_issue(tenant=tenant)
-    api_key_revoke(api_key=issued.api_key)
+    issued = api_key_issue(actor=ACTOR, tenant=tenant)
+    api_key_revoke(actor=ACTOR, api_key=issued.api_key)
     return issued.secret
 
 
 @pytest.fixture
 def expired_key(tenant):
-    return api_key_issue(tenant=tenant, expires_at=timezone.now() - timedelta(seconds=1)).secret
+    return api_key_issue(
+        actor=ACTOR, tenant=tenant, expires_at=timezone.now() - timedelta(seconds=1)
+    ).secret
 
 
 @pytest.fixture
 def suspended_key(tenant, api_key):
-    tenant_set_active(tenant=tenant, active=False)
+    tenant_set_active(actor=ACTOR, tenant=tenant, active=False)
     return api_key
 
 
@@ -94,11 +97,11 @@ async def test_it_rejects_a_revoked_key(revoked_key):
 
 
 async def test_it_rejects_a_key_revoked_after_it_was_used(tenant):
-    issued = await sync_to_async(api_key_issue)(tenant=tenant)
+    issued = await sync_to_async(api_key_issue)(actor=ACTOR, tenant=tenant)
     async with asgi_client(issued.secret) as client:
         assert (await client.post("/api/v1/events", json=EVENT)).status_code == 202
         api_key = await ApiKey.objects.aget(pk=issued.api_key.pk)
-        await sync_to_async(api_key_revoke)(api_key=api_key)
+        await sync_to_async(api_key_revoke)(actor=ACTOR, api_key=api_key)
         response = await client.post("/api/v1/events", json=EVENT)
     assert_unauthenticated(response)
 
@@ -121,7 +124,7 @@ async def test_it_forbids_a_suspended_tenant(suspended_key):
 async def test_it_forbids_a_tenant_suspended_after_its_key_was_used(tenant, api_key):
     async with asgi_client(api_key) as client:
         assert (await client.post("/api/v1/events", json=EVENT)).status_code == 202
-        await sync_to_async(tenant_set_active)(tenant=tenant, active=False)
+        await sync_to_async(tenant_set_active)(actor=ACTOR, tenant=tenant, active=False)
         response = await client.post("/api/v1/events", json=EVENT)
     assert_forbidden(response, "suspended")
 
@@ -160,7 +163,7 @@ async def publish(key: str):
 # The test client builds a handler of its own; Django warns that `collectstatic` has not run.
 @pytest.mark.filterwarnings("ignore:No directory at")
 def test_a_scope_removed_in_the_admin_applies_to_publishing_at_once(admin_client, tenant):
-    issued = api_key_issue(tenant=tenant, name="app")
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="app")
     assert async_to_sync(publish)(issued.secret).status_code == 202  # and the key is cached
 
     changed = admin_client.post(
@@ -178,7 +181,7 @@ def test_the_key_cache_is_emptied_again_once_the_admins_change_is_committed(
     admin_client, tenant, monkeypatch
 ):
     # A request served while the admin's transaction is open reads (and caches) the old row.
-    issued = api_key_issue(tenant=tenant, name="app")
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="app")
     in_transaction = []
     clear = selectors.api_key_cache_clear
     monkeypatch.setattr(
@@ -197,7 +200,7 @@ def test_the_key_cache_is_emptied_again_once_the_admins_change_is_committed(
 
 @pytest.mark.filterwarnings("ignore:No directory at")
 def test_a_tenant_suspended_in_its_change_form_is_refused_at_once(admin_client, tenant):
-    issued = api_key_issue(tenant=tenant, name="app")
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="app")
     token = async_to_sync(tokens.issue)(issued.secret, ["*"])
     async_to_sync(tokens.ws_open)(token=token)  # the key is cached now, by id and by secret
     assert async_to_sync(publish)(issued.secret).status_code == 202

@@ -9,6 +9,7 @@ from tenants import selectors
 from tenants.keys import key_hash
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_issue
+from tests.factories import ACTOR
 
 pytestmark = pytest.mark.django_db
 
@@ -139,7 +140,7 @@ def test_two_keys_of_a_tenant_differ(acme):
 
 @pytest.fixture
 def two_keys(tenant):
-    return api_key_issue(tenant=tenant), api_key_issue(tenant=tenant)
+    return api_key_issue(actor=ACTOR, tenant=tenant), api_key_issue(actor=ACTOR, tenant=tenant)
 
 
 def _revoked(issued) -> bool:

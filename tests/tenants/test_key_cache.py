@@ -8,12 +8,13 @@ from django.db import connections
 
 from tenants import selectors
 from tenants.services import api_key_issue, api_key_revoke
+from tests.factories import ACTOR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_lookup_that_raced_a_revocation_does_not_cache_the_key_as_it_was(tenant, monkeypatch):
-    issued = api_key_issue(tenant=tenant)
+    issued = api_key_issue(actor=ACTOR, tenant=tenant)
     read, revoked = threading.Event(), threading.Event()
     build = selectors._principal_from
 
@@ -32,7 +33,7 @@ def test_a_lookup_that_raced_a_revocation_does_not_cache_the_key_as_it_was(tenan
     with ThreadPoolExecutor(1) as pool:
         raced = pool.submit(lookup)
         assert read.wait(5)
-        api_key_revoke(api_key=issued.api_key)  # empties the cache
+        api_key_revoke(actor=ACTOR, api_key=issued.api_key)  # empties the cache
         revoked.set()
         stale = raced.result(5)
     monkeypatch.setattr(selectors, "_principal_from", build)

@@ -21,6 +21,7 @@ from eventhub.asgi import application
 from streams import runtime
 from tenants.services import api_key_issue, api_key_revoke, api_keys_flush_usage
 from tests.conftest import asgi_client
+from tests.factories import ACTOR
 from tests.processes import Process, base_env, manage
 from tests.streams import test_sse_consumer as sse
 
@@ -88,9 +89,9 @@ async def use_everywhere(key: str, revoked_key: str) -> str:
 @pytest.mark.django_db(transaction=True)
 def test_the_plain_key_is_stored_nowhere_and_logged_nowhere(tenant, caplog):
     caplog.set_level(logging.DEBUG)
-    issued = api_key_issue(tenant=tenant, name="secret keeper")
-    revoked = api_key_issue(tenant=tenant, name="revoked")
-    api_key_revoke(api_key=revoked.api_key)
+    issued = api_key_issue(actor=ACTOR, tenant=tenant, name="secret keeper")
+    revoked = api_key_issue(actor=ACTOR, tenant=tenant, name="revoked")
+    api_key_revoke(actor=ACTOR, api_key=revoked.api_key)
 
     token = async_to_sync(use_everywhere)(issued.secret, revoked.secret)
     assert api_keys_flush_usage() >= 1  # last_used_at is written too

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from tenants.actors import Actor
 from tenants.models import SCOPES
 from tenants.selectors import tenant_get
 from tenants.services import api_key_issue
@@ -23,7 +24,12 @@ class Command(BaseCommand):
         unknown = sorted(set(wanted) - set(SCOPES))
         if unknown or not wanted:
             raise CommandError(f"Scopes must be among {', '.join(SCOPES)}; got {scopes!r}.")
-        issued = api_key_issue(tenant=tenant, name=name, scopes=wanted)
+        issued = api_key_issue(
+            actor=Actor.command("manage.py create_api_key"),
+            tenant=tenant,
+            name=name,
+            scopes=wanted,
+        )
         self.stdout.write(
             f"API key {issued.api_key.prefix} for {tenant.slug}, scopes "
             f"{','.join(issued.api_key.scopes)}. It is shown once; store it now:"

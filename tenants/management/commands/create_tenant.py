@@ -3,6 +3,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from tenants.actors import Actor
 from tenants.services import tenant_create
 
 
@@ -24,7 +25,11 @@ class Command(BaseCommand):
                 raise CommandError(f"{label} must be a positive integer.")
         try:
             tenant = tenant_create(
-                slug=slug, name=name, max_connections=max_connections, publish_rate=publish_rate
+                actor=Actor.command("manage.py create_tenant"),
+                slug=slug,
+                name=name,
+                max_connections=max_connections,
+                publish_rate=publish_rate,
             )
         except ValidationError as exc:
             messages = (f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())

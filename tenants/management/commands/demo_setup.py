@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from tenants.actors import Actor
 from tenants.demo import DEMO_USERNAME
 from tenants.selectors import tenant_get
 from tenants.services import api_key_issue, tenant_create
@@ -22,8 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, base_url, **options):
-        tenant = tenant_get(slug=DEMO_SLUG) or tenant_create(slug=DEMO_SLUG, name="Demo")
-        issued = api_key_issue(tenant=tenant, name="make run")
+        actor = Actor.command("manage.py demo_setup")
+        tenant = tenant_get(slug=DEMO_SLUG)
+        if tenant is None:
+            tenant = tenant_create(actor=actor, slug=DEMO_SLUG, name="Demo")
+        issued = api_key_issue(actor=actor, tenant=tenant, name="make run")
         lines = [
             "",
             f"Demo tenant '{tenant.slug}'. New API key (shown once; publish, subscribe, history):",
