@@ -9,6 +9,9 @@
 // It connects over WebSocket (default) or Server-Sent Events, answers the server's pings,
 // reconnects with exponential backoff and jitter, resumes from the last event id (the hub
 // replays what was missed, once and in order), and drops anything it has already seen.
+// Given a `token` function, it gets a fresh token before the current one expires: over a
+// WebSocket it sends it in a `refresh` frame (no reconnect); over SSE it opens a new stream
+// with it and closes the old one once the new one is welcomed (no gap).
 
 const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403]);
 
@@ -18,8 +21,9 @@ export class EventhubClient {
    * @param {string} [options.url] base URL of the hub (default: this page's origin)
    * @param {"websocket"|"sse"} [options.transport]
    * @param {string[]} [options.topics] patterns such as "orders.*" (default: every topic)
-   * @param {string|(() => Promise<string>|string)} [options.token] subscriber token, or a
-   *   function fetching a fresh one before each connection
+   * @param {string|(() => Promise<string|{token: string}>|string)} [options.token] subscriber
+   *   token, or a function fetching a fresh one (a string, or the JSON of POST /api/v1/tokens)
+   *   before each connection and before the current token expires
    * @param {string} [options.tenant] tenant slug, for a logged-in dashboard session instead of a token
    * @param {string} [options.lastEventId] resume after this event
    * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
@@ -34,15 +38,20 @@ export class EventhubClient {
     this.state = "idle";
     this.attempt = 0;
     this.heartbeat = 15;
-    this.handlers = { event: [], welcome: [], state: [], error: [] };
+    this.handlers = { event: [], welcome: [], state: [], error: [], refreshed: [] };
     this._socket = null;
     this._source = null;
+    this._retiring = null; // an SSE stream still read until its replacement is welcomed
     this._watchdog = null;
     this._retryTimer = null;
+    this._refreshTimer = null;
     this._closedByUser = false;
   }
 
-  /** Registers a handler for "event", "welcome", "state" or "error"; returns an unsubscribe. */
+  /**
+   * Registers a handler for "event", "welcome", "state", "error" or "refreshed" (a new token
+   * took over: `{expires_at}`); returns an unsubscribe.
+   */
   on(name, handler) {
     (this.handlers[name] ||= []).push(handler);
     return () => {
@@ -77,30 +86,39 @@ export class EventhubClient {
   close() {
     this._closedByUser = true;
     clearTimeout(this._retryTimer);
+    clearTimeout(this._refreshTimer);
     this._clearWatchdog();
     this._teardown(1000);
     this._setState("closed", { code: 1000, reason: "closed by the client" });
   }
 
+  async _token() {
+    let token = this.options.token;
+    if (typeof token === "function") token = await token();
+    if (token && typeof token === "object") token = token.token; // POST /api/v1/tokens JSON
+    return token;
+  }
+
   async _url(path) {
     const params = new URLSearchParams();
     params.set("topics", this.options.topics.join(","));
-    let token = this.options.token;
-    if (typeof token === "function") token = await token();
+    const token = await this._token();
     if (token) params.set("token", token);
     if (this.options.tenant) params.set("tenant", this.options.tenant);
     if (this.lastEventId) params.set("last_event_id", this.lastEventId);
     return `${this.baseUrl}${path}?${params}`;
   }
 
-  async _open() {
-    this._setState(this.attempt ? "reconnecting" : "connecting", { attempt: this.attempt });
+  async _open(refreshing = false) {
+    // A stream opened to take over from one that goes on is no change of state.
+    if (!refreshing) this._setState(this.attempt ? "reconnecting" : "connecting", { attempt: this.attempt });
     let url;
     try {
       url = await this._url(this.options.transport === "sse" ? "/sse/v1/events" : "/ws/v1/events");
     } catch (err) {
       this._emit("error", { reason: "could not get a token", error: err });
-      this._scheduleReconnect();
+      if (refreshing) this._keepRetiring();
+      else this._scheduleReconnect();
       return;
     }
     if (this._closedByUser) return;
@@ -112,6 +130,7 @@ export class EventhubClient {
     const socket = new WebSocket(url);
     this._socket = socket;
     let lastError = null;
+    let welcomed = false;
     socket.onmessage = (message) => {
       this._armWatchdog();
       let frame;
@@ -121,17 +140,24 @@ export class EventhubClient {
         return;
       }
       if (frame.type === "ping") socket.send('{"type":"pong"}');
-      else if (frame.type === "welcome") this._welcome(frame);
-      else if (frame.type === "event") this._event(frame);
+      else if (frame.type === "welcome") {
+        welcomed = true;
+        this._welcome(frame);
+      } else if (frame.type === "event") this._event(frame);
+      else if (frame.type === "refreshed") this._refreshed(frame);
       else if (frame.type === "error") lastError = frame;
     };
     socket.onclose = (close) => {
       if (this._socket !== socket) return;
       this._socket = null;
       this._clearWatchdog();
+      clearTimeout(this._refreshTimer);
       const info = { code: close.code, reason: lastError?.detail || close.reason || "" };
       if (this._closedByUser) return;
-      if (FATAL_CLOSE_CODES.has(close.code)) {
+      // A token that expired (or whose refresh failed) on a connection it had opened is
+      // replaced when the client can fetch another; one refused at connect is final.
+      const renewable = close.code === 4401 && welcomed && typeof this.options.token === "function";
+      if (FATAL_CLOSE_CODES.has(close.code) && !renewable) {
         this._emit("error", info);
         this._setState("closed", info);
         return;
@@ -150,6 +176,13 @@ export class EventhubClient {
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     const fail = (info) => {
       if (this._source !== controller) return;
+      if (this._retiring) {
+        // The stream meant to take over failed: the one it was to replace goes on (until its
+        // token expires, when the client reconnects as after any end of a stream).
+        this._emit("error", { ...info, reason: `token refresh failed: ${info.reason}` });
+        this._keepRetiring();
+        return;
+      }
       this._source = null;
       this._clearWatchdog();
       if (this._closedByUser) return;
@@ -181,10 +214,11 @@ export class EventhubClient {
           buffer += value;
           let end;
           while ((end = buffer.indexOf("\n\n")) >= 0) {
-            this._sseBlock(buffer.slice(0, end));
+            this._sseBlock(buffer.slice(0, end), controller);
             buffer = buffer.slice(end + 2);
           }
         }
+        if (this._retiring === controller) return; // replaced: its end is no failure
         fail({ code: 1006, reason: "stream ended" });
       })
       .catch((err) => {
@@ -192,8 +226,22 @@ export class EventhubClient {
       });
   }
 
-  _sseBlock(block) {
-    this._armWatchdog(); // any block, a `: ping` comment included, proves the stream alive
+  _keepRetiring() {
+    if (!this._retiring) return;
+    this._source = this._retiring;
+    this._retiring = null;
+  }
+
+  _welcomeSse(frame, controller) {
+    if (controller !== this._source) return; // a retiring stream's welcome came late
+    const retiring = this._retiring;
+    this._retiring = null;
+    if (retiring) retiring.abort(); // its replacement is live: nothing can fall between them
+    this._welcome(frame);
+  }
+
+  _sseBlock(block, controller) {
+    if (controller === this._source) this._armWatchdog(); // any block, `: ping` included
     let type = "message";
     const data = [];
     for (const line of block.split("\n")) {
@@ -202,8 +250,8 @@ export class EventhubClient {
     }
     if (!data.length) return;
     const frame = JSON.parse(data.join("\n"));
-    if (type === "welcome") this._welcome(frame);
-    else this._event(frame);
+    if (type === "welcome") this._welcomeSse(frame, controller);
+    else this._event(frame); // from either stream while they overlap: seen ones are dropped
   }
 
   _welcome(frame) {
@@ -212,6 +260,45 @@ export class EventhubClient {
     this._setState("open", { recovered: frame.recovered, connectionId: frame.connection_id });
     this._emit("welcome", frame);
     this._armWatchdog();
+    this._scheduleRefresh(frame.token_expires_at);
+  }
+
+  _refreshed(frame) {
+    this._emit("refreshed", { expires_at: frame.expires_at });
+    this._scheduleRefresh(frame.expires_at);
+  }
+
+  /** Plans the next token refresh: a fifth of the token's life before it ends, at most 30 s. */
+  _scheduleRefresh(expiresAt) {
+    clearTimeout(this._refreshTimer);
+    if (!expiresAt || typeof this.options.token !== "function") return;
+    const left = Date.parse(expiresAt) - Date.now();
+    const delay = Math.max(0, left - Math.min(30000, left / 5));
+    this._refreshTimer = setTimeout(() => this._refresh(expiresAt), delay);
+  }
+
+  async _refresh(expiresAt) {
+    if (this._closedByUser) return;
+    if (this.options.transport === "sse") {
+      // A stream cannot take a new token: a new stream opens with it (resuming from the last
+      // id), and the old one is read until the new one is welcomed.
+      if (!this._source || this._retiring) return;
+      this._retiring = this._source;
+      this._open(true);
+      return;
+    }
+    const socket = this._socket;
+    let token;
+    try {
+      token = await this._token();
+    } catch (err) {
+      this._emit("error", { reason: "could not refresh the token", error: err });
+      const left = Date.parse(expiresAt) - Date.now();
+      if (left > 2000) this._refreshTimer = setTimeout(() => this._refresh(expiresAt), left / 2);
+      return; // past the expiry the server closes (4401) and the client reconnects
+    }
+    if (socket !== this._socket || socket?.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "refresh", token }));
   }
 
   _event(frame) {
@@ -252,6 +339,9 @@ export class EventhubClient {
     const source = this._source;
     this._source = null;
     if (source) source.abort();
+    const retiring = this._retiring;
+    this._retiring = null;
+    if (retiring) retiring.abort();
   }
 
   _scheduleReconnect(info = {}, factor = 1) {

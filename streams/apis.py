@@ -18,12 +18,12 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from eventhub.parsers import RawJSONParser
-from streams import metrics, selectors
+from streams import metrics, selectors, services
 from streams.envelope import event_id_parse
 from streams.event_input import (
     EventBatchInputSerializer,
@@ -32,8 +32,10 @@ from streams.event_input import (
 )
 from streams.log import reads as log_reads
 from streams.publishing import publish_request
-from streams.tokens import token_sign
+from streams.revoked_tokens import TOKEN_MAX_TTL
+from streams.tokens import token_id_valid, token_sign
 from streams.topics import MAX_PATTERNS, PATTERN_RE, pattern_valid
+from tenants.actors import Actor
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -215,6 +217,25 @@ class EventBatchPublishApi(_CountedPublish, APIView):
         return _publish_view(request, batch=True)
 
 
+MAX_TOKEN_INFO_BYTES = 1024  # contract v2: a token's `info`, encoded as compact JSON
+
+
+def _info_checked(value: dict) -> dict:
+    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(encoded) > MAX_TOKEN_INFO_BYTES:
+        raise ValidationError(f"info is {len(encoded)} bytes as JSON; at most 1024 are allowed.")
+    return value
+
+
+class _StrictCharField(serializers.CharField):
+    """A string and nothing else: DRF's CharField would take `7` as "7"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TokenIssueApi(APIView):
     """`/api/v1/tokens`: issues a signed subscriber token for browsers."""
 
@@ -228,11 +249,24 @@ class TokenIssueApi(APIView):
             allow_empty=False,
             max_length=MAX_PATTERNS,
         )
-        ttl = serializers.IntegerField(min_value=1, max_value=86400, default=3600)
+        ttl = serializers.IntegerField(min_value=1, max_value=TOKEN_MAX_TTL, default=3600)
+        user = _StrictCharField(
+            min_length=1,
+            max_length=200,
+            required=False,
+            trim_whitespace=False,
+            help_text="Who holds the token, as your application names them (presence lists it).",
+        )
+        info = serializers.DictField(
+            required=False,
+            validators=[_info_checked],
+            help_text="What others may see of the holder (presence); at most 1024 bytes as JSON.",
+        )
 
     @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer):
         token = serializers.CharField()
+        id = serializers.CharField(help_text="Revokes this token: DELETE /api/v1/tokens/{id}.")
         expires_at = serializers.DateTimeField()
 
     @extend_schema(
@@ -243,15 +277,48 @@ class TokenIssueApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         principal = request.auth
-        token, expires_at = token_sign(
+        token, token_id, expires_at = token_sign(
             tenant_id=principal.tenant_id,
             key_id=principal.key_id,
-            patterns=list(dict.fromkeys(serializer.validated_data["topics"])),
-            ttl=serializer.validated_data["ttl"],
+            patterns=list(dict.fromkeys(data["topics"])),
+            ttl=data["ttl"],
+            user=data.get("user"),
+            info=data.get("info"),
         )
         expires = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
-        return Response({"token": token, "expires_at": expires}, status=status.HTTP_201_CREATED)
+        return Response(
+            {"token": token, "id": token_id, "expires_at": expires},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class TokenRevokeApi(APIView):
+    """`/api/v1/tokens/{id}`: revokes one subscriber token before its expiry."""
+
+    required_scope = "subscribe"
+
+    @extend_schema(
+        operation_id="token_revoke",
+        request=None,
+        responses={
+            204: OpenApiResponse(
+                description="Revoked: its live connections close with 4403 within 5 s, and new "
+                "connections with it are refused (4401 / HTTP 401)."
+            ),
+            404: OpenApiResponse(description="No token of this tenant has this id."),
+            **_errors(401, 403),
+        },
+    )
+    def delete(self, request, token_id: str):
+        tenant_id = request.auth.tenant_id
+        if not token_id_valid(token_id, tenant_id=tenant_id):
+            raise NotFound("No token of this tenant has this id.")
+        services.token_revoke(
+            tenant_id=tenant_id, token_id=token_id, actor=Actor.from_request(request)
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class StatsApi(APIView):

@@ -48,3 +48,16 @@ class IdempotentResponse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}:{self.slot[:12]}"
+
+
+class RevokedToken(models.Model):
+    """A subscriber token revoked before its expiry (`DELETE /api/v1/tokens/{id}`). Kept only
+    while the token could still be valid: tokens live at most a day (`TOKEN_MAX_TTL`), so rows
+    older than that are deleted as new ones are written."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    token_id = models.CharField(max_length=64, unique=True)
+    revoked_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.token_id}"

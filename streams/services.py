@@ -1,14 +1,20 @@
-"""Provides the publishing front of the streams app: events accepted for a tenant are sequenced
-and fanned out by the running process's engine and hub. The log's own writes are in
-`streams.log.writes`."""
+"""Provides the writes of the streams app: events accepted for a tenant (sequenced and fanned
+out by the running process's engine and hub) and subscriber token revocations. The log's own
+writes are in `streams.log.writes`."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from streams import runtime
 from streams.envelope import Envelope
+from streams.models import RevokedToken
+from streams.revoked_tokens import TOKEN_MAX_TTL, revoked_tokens
+from tenants.actors import Actor
+from tenants.services import audit_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +37,25 @@ async def events_accept(
     items = [(e.topic, e.type, e.data_json) for e in events]
     await runtime.get_hub().start()
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
+
+
+def token_revoke(*, tenant_id: int, token_id: str, actor: Actor) -> None:
+    """Revokes one subscriber token (its id checked by the caller with `token_id_valid`):
+    connections with it are refused from now on, in this process at once and in others within
+    EVENTHUB_KEY_CACHE_SECONDS, and each hub closes its live ones (4403) at its next credential
+    check. Revoking it again changes nothing and records nothing.
+
+    Rows of tokens that have expired since are deleted on the way: the table holds about one
+    day of revocations, whatever their number.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        _, created = RevokedToken.objects.get_or_create(
+            token_id=token_id, defaults={"tenant_id": tenant_id, "revoked_at": now}
+        )
+        if created:
+            audit_record(actor=actor, action="token.revoke", tenant_id=tenant_id, target=token_id)
+        RevokedToken.objects.filter(
+            revoked_at__lt=now - timedelta(seconds=TOKEN_MAX_TTL + 3600)
+        ).delete()
+    transaction.on_commit(lambda: revoked_tokens.remember(token_id, now))

@@ -8,5 +8,6 @@ urlpatterns = [
     path("events", apis.EventsApi.as_view(), name="events"),
     path("events/batch", apis.EventBatchPublishApi.as_view(), name="events-batch"),
     path("tokens", apis.TokenIssueApi.as_view(), name="tokens"),
+    path("tokens/<str:token_id>", apis.TokenRevokeApi.as_view(), name="token"),
     path("stats", apis.StatsApi.as_view(), name="stats"),
 ]

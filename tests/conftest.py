@@ -6,6 +6,7 @@ from channels.layers import channel_layers
 
 from eventhub.asgi import application
 from streams import metrics, runtime
+from streams.revoked_tokens import revoked_tokens
 from tenants import selectors
 from tenants.services import api_key_issue
 from tests.factories import ACTOR, TenantFactory
@@ -17,6 +18,7 @@ def fresh_process_state():
     runtime.reset()
     channel_layers.backends.clear()
     selectors.api_key_cache_clear()
+    revoked_tokens.clear()
     metrics.tenant_counters.clear()
     yield
     runtime.reset()

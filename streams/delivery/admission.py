@@ -6,13 +6,17 @@ the same reasons (close codes for the first, HTTP statuses for the second).
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
+
+from django.conf import settings
 
 from streams import runtime
 from streams.delivery.hub import ConnectionLimitReached, Subscriber
 from streams.delivery.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.envelope import event_id_parse
-from streams.tokens import TokenExpired, TokenInvalid, token_verify
+from streams.revoked_tokens import atoken_revoked
+from streams.tokens import TokenExpired, TokenGrant, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
 from tenants.access import TENANT_SUSPENDED, Refused, principal_denial
 from tenants.authentication import bearer_key
@@ -34,6 +38,7 @@ class Admission:
     last_event_id: str | None
     max_connections: int | None
     session: tuple[int, str] | None = None  # (user id, session key) of a dashboard session
+    token: TokenGrant | None = None  # when a subscriber token admitted it
 
 
 class Refusal(Exception):
@@ -90,10 +95,28 @@ class _Credential:
     allowed: tuple[str, ...]
     max_connections: int | None
     session: tuple[int, str] | None = None
+    token: TokenGrant | None = None
 
 
 def _from_principal(principal: Principal, allowed: tuple[str, ...]) -> _Credential:
     return _Credential(principal.tenant_id, principal.key_id, allowed, principal.max_connections)
+
+
+async def token_admit(token: str) -> tuple[TokenGrant, Principal]:
+    """Checks a subscriber token (signature, expiry, revocation, and its key and tenant as they
+    are now); raises Refusal (4401 / 401, or the key's own refusal) when it does not admit."""
+    try:
+        grant = token_verify(token)
+    except TokenExpired:
+        raise _unauthenticated("The token has expired.") from None
+    except TokenInvalid:
+        raise _unauthenticated("The token is invalid.") from None
+    if grant.token_id is not None and await atoken_revoked(grant.token_id):
+        raise _unauthenticated("The token was revoked.")
+    principal = _check_principal(await aapi_key_principal_by_id(key_id=grant.key_id))
+    if principal.tenant_id != grant.tenant_id:
+        raise _unauthenticated("The token is invalid.")
+    return grant, principal
 
 
 async def _authenticate(scope: dict, query: dict[str, str]) -> _Credential:
@@ -101,16 +124,14 @@ async def _authenticate(scope: dict, query: dict[str, str]) -> _Credential:
     only) by a dashboard user's session."""
     token = query.get("token")
     if token:
-        try:
-            grant = token_verify(token)
-        except TokenExpired:
-            raise _unauthenticated("The token has expired.") from None
-        except TokenInvalid:
-            raise _unauthenticated("The token is invalid.") from None
-        principal = _check_principal(await aapi_key_principal_by_id(key_id=grant.key_id))
-        if principal.tenant_id != grant.tenant_id:
-            raise _unauthenticated("The token is invalid.")
-        return _from_principal(principal, grant.patterns)
+        grant, principal = await token_admit(token)
+        return _Credential(
+            principal.tenant_id,
+            principal.key_id,
+            grant.patterns,
+            principal.max_connections,
+            token=grant,
+        )
     header = _header(scope, b"authorization")
     raw_key = bearer_key(header) if header else None
     if raw_key:
@@ -160,7 +181,45 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
         last_event_id=last_event_id,
         max_connections=credential.max_connections,
         session=credential.session,
+        token=credential.token,
     )
+
+
+def iso_time(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
+
+
+def welcome(sub: Subscriber, *, recovered: bool) -> dict:
+    """The first frame of a connection, the same on both transports. A connection opened with
+    a token is told when the token expires (`token_expires_at`), so that a client knows when
+    to refresh it however it got the token."""
+    frame = {
+        "type": "welcome",
+        "connection_id": sub.connection_id,
+        "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
+        "recovered": recovered,
+    }
+    if sub.token is not None:
+        frame["token_expires_at"] = iso_time(sub.token.expires_at)
+    return frame
+
+
+async def token_refresh(sub: Subscriber, token: str) -> TokenGrant:
+    """Checks a token a connection sends to go on past its own token's expiry (the WebSocket
+    `refresh` frame); returns its grant, or raises Refusal: 4401 when it is invalid, expired or
+    revoked, 4403 when it is another tenant's, another user's, or does not allow every pattern
+    of the connection."""
+    if sub.token is None:
+        raise _forbidden("Only a connection opened with a token can refresh it.")
+    grant, principal = await token_admit(token)
+    if principal.tenant_id != sub.tenant_id:
+        raise _forbidden("The token is for another tenant.")
+    if grant.user != sub.token.user:
+        raise _forbidden("The token is for another user.")
+    outside = [p for p in sub.patterns if not pattern_within(p, grant.patterns)]
+    if outside:
+        raise _forbidden(f"Topics not allowed by the new token: {', '.join(outside)}")
+    return grant
 
 
 async def subscription_start(sub: Subscriber, admission: Admission) -> ReplayPlan:

@@ -23,6 +23,7 @@ from streams.groups import tenant_group
 from streams.layer_messages import published_envelopes
 from streams.loop_watch import loop_watch
 from streams.tasks import background_task
+from streams.tokens import TokenGrant
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Hub:
                 if not admitted:
                     raise ConnectionLimitReached
             tenant.add(sub)
+        self._watch_expiry(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
         if max_connections is None:  # a limited tenant's connection was counted when admitted
             await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
@@ -139,6 +141,9 @@ class Hub:
     async def unsubscribe(self, sub: Subscriber) -> None:
         """Releases a connection; called from every disconnect path, safe to call twice."""
         sub.closed = True
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+            sub.expiry = None
         async with self._group_lock:
             tenant = self.tenants.get(sub.tenant_id)
             if tenant is None or not tenant.remove(sub):
@@ -158,10 +163,45 @@ class Hub:
         if sub.closed:
             return
         sub.closed = True
+        await self._end(sub, code, reason)
+
+    async def _end(self, sub: Subscriber, code: int, reason: str) -> None:
         metrics.CONNECTIONS_CLOSED.labels(str(code)).inc()
         with contextlib.suppress(Exception):
             await sub.close(code, reason)
         await self.unsubscribe(sub)
+
+    def end_now(self, sub: Subscriber, code: int, reason: str) -> None:
+        """Ends a connection from a plain callback: nothing is delivered to it from this
+        instant on (a broadcast skips a closed connection), and its close goes out next."""
+        if sub.closed:
+            return
+        sub.closed = True
+        task = self.loop.create_task(self._end(sub, code, reason))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    def refresh(self, sub: Subscriber, token: TokenGrant) -> None:
+        """Lets a connection go on under a new token (already checked by
+        `admission.token_refresh`): its expiry and its key are the new token's from now on."""
+        sub.token, sub.key_id = token, token.key_id
+        self._watch_expiry(sub)
+
+    def _watch_expiry(self, sub: Subscriber) -> None:
+        """Ends a connection opened with a token when the token expires (WebSocket 4401, the
+        SSE stream ends), to the instant rather than at the supervisor's next tick: no event
+        published after the expiry reaches it. Cancelled when the connection leaves the hub."""
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+            sub.expiry = None
+        if sub.token is None or sub.closed:
+            return
+        delay = max(0.0, sub.token.expires_at - time.time())
+        sub.expiry = self.loop.call_later(delay, self._expired, sub)
+
+    def _expired(self, sub: Subscriber) -> None:
+        sub.expiry = None
+        self.end_now(sub, 4401, "The token has expired.")
 
     def drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
         """Closes a connection that failed or fell behind, outside the loop that found it."""

@@ -21,6 +21,7 @@ from streams.delivery.daphne_transport import (
     websocket_text_frame,
 )
 from streams.envelope import Envelope
+from streams.tokens import TokenGrant
 
 Close = Callable[[int, str], Awaitable[None]]
 
@@ -87,6 +88,7 @@ class Subscriber:
         "closed",
         "connection_id",
         "epoch",
+        "expiry",
         "key_id",
         "last_seen",
         "last_seq",
@@ -98,6 +100,7 @@ class Subscriber:
         "send",
         "session",
         "tenant_id",
+        "token",
         "transport",
         "write_frame",
     )
@@ -112,12 +115,16 @@ class Subscriber:
         send: Send,
         close: Close,
         session: tuple[int, str] | None = None,
+        token: TokenGrant | None = None,
     ) -> None:
         self.connection_id = uuid.uuid4().hex
         self.transport = transport
         self.tenant_id = tenant_id
         self.key_id = key_id
         self.session = session  # (user id, session key) when a dashboard session subscribed
+        # The subscriber token it holds now (its expiry ends the connection; see Hub), if any.
+        self.token = token
+        self.expiry: asyncio.TimerHandle | None = None
         self.patterns = tuple(patterns)
         self.send = server_send(send)
         self.close = close

@@ -13,6 +13,7 @@ from django.conf import settings
 
 from streams.delivery import fairness
 from streams.delivery.subscribers import Subscriber
+from streams.revoked_tokens import arevoked_tokens_sync, revoked_tokens
 from tenants.access import TENANT_SUSPENDED
 from tenants.selectors import credentials_revoked, session_grants_revoked
 
@@ -53,8 +54,9 @@ class Supervisor:
                 logger.exception("heartbeat tick failed")
 
     async def _close_revoked(self) -> None:
-        """Closes connections whose key was revoked, expired or lost its `subscribe` scope, or
-        whose tenant was suspended, since they connected (4403; an SSE stream ends)."""
+        """Closes connections whose key was revoked, expired or lost its `subscribe` scope,
+        whose token was revoked, or whose tenant was suspended, since they connected (4403; an
+        SSE stream ends)."""
         subs = [
             sub
             for tenant in self.hub.tenants.values()
@@ -75,6 +77,8 @@ class Supervisor:
             )
             if grants:  # most hubs hold no dashboard session: no thread hop for nothing
                 forbidden, ended, logged_out = await self._session_grants_revoked(grants=grants)
+            if any(sub.token is not None for sub in subs):
+                await arevoked_tokens_sync()
         except Exception:
             logger.warning("could not re-check subscriber credentials; will retry")
             return
@@ -84,6 +88,8 @@ class Supervisor:
             elif sub.key_id is not None and sub.key_id in bad_keys:
                 reason = "The key of this connection was revoked, expired or lost 'subscribe'."
                 await self.hub.close(sub, 4403, reason)
+            elif sub.token is not None and sub.token.token_id in revoked_tokens:
+                await self.hub.close(sub, 4403, "The token of this connection was revoked.")
             elif sub.session is not None and _grant(sub) in forbidden:
                 await self.hub.close(sub, 4403, "This session may no longer see this tenant.")
             elif sub.session is not None and _grant(sub) in ended:

@@ -38,7 +38,7 @@ SEEN_WITHIN_MS = 10_000
 
 STAFF = ("staff", "staff-password-for-browser-tests")
 # One tenant per test, so that each sees its own sequence numbers and connection counts.
-TENANTS = ("viewer", "resume", "form", "admin", "client", "overview")
+TENANTS = ("viewer", "resume", "form", "admin", "client", "overview", "refresh")
 
 # Made in the test database in one Django start-up: the same management commands a user runs,
 # each key read from the last line of its command's output.

@@ -5,6 +5,7 @@ refused."""
 
 import html
 import json
+import time
 import warnings
 
 import pytest
@@ -180,3 +181,70 @@ def test_a_refused_token_closes_the_client_for_good(hub, page, screenshot, trans
         warnings.warn(f"the first attempt was not refused but failed: {record}", stacklevel=1)
     show(page, got)
     screenshot(page, f"{transport} client refused")
+
+
+# A client whose token function asks the hub for a token of a few seconds, as a page asks its
+# own backend: the client must replace each one before it expires.
+START_REFRESHING_CLIENT = """
+async ({ transport, key, ttl }) => {
+  const { EventhubClient } = await import("/static/eventhub.js");
+  const seen = { states: [], welcomes: [], events: [], errors: [], refreshed: [],
+                 tokenCalls: 0 };
+  window.seen = seen;
+  const client = new EventhubClient({
+    transport,
+    topics: ["*"],
+    minDelay: 50,
+    maxDelay: 200,
+    token: async () => {
+      seen.tokenCalls += 1;
+      const response = await fetch("/api/v1/tokens", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ topics: ["*"], ttl }),
+      });
+      return response.json();  // {token, id, expires_at}: the client takes it as it comes
+    },
+  });
+  client.on("state", (change) => seen.states.push(change.state));
+  client.on("welcome", (welcome) => seen.welcomes.push(welcome));
+  client.on("refreshed", (refreshed) => seen.refreshed.push(refreshed));
+  client.on("event", ({ seq }) => seen.events.push(seq));
+  client.on("error", (error) => seen.errors.push({ code: error.code, reason: error.reason }));
+  window.hubClient = client.connect();
+}
+"""
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_the_client_refreshes_its_token_before_it_expires_and_misses_nothing(
+    hub, tenants, page, screenshot, transport
+):
+    tenant = tenants["refresh"]
+    ttl = 3
+    page.goto(f"{hub.url}/healthz")
+    page.evaluate(START_REFRESHING_CLIENT, {"transport": transport, "key": tenant.key, "ttl": ttl})
+    wait_for(page, "seen.welcomes.length === 1", "the first welcome")
+
+    # Published across three token lifetimes, one event every half second.
+    published = []
+    for n in range(6 * ttl):
+        published.append(hub.publish(tenant, "ticks", {"n": n})["seq"])
+        time.sleep(0.5)
+    wait_for(page, f"seen.events.length >= {len(published)}", "every event")
+
+    got = seen(page)
+    show(page, got)
+    screenshot(page, f"{transport} client refreshing its token")
+    assert got["events"] == published, "an event was lost or repeated across a refresh"
+    assert got["errors"] == []
+    assert "reconnecting" not in got["states"], got["states"]
+    assert got["tokenCalls"] >= 3, got
+    if transport == "websocket":
+        # One connection all along: each new token went in a refresh frame.
+        assert len(got["welcomes"]) == 1
+        assert len(got["refreshed"]) >= 2
+    else:
+        # Each new token opened a stream that took over from the one before.
+        assert len(got["welcomes"]) >= 3
+        assert all(w["recovered"] for w in got["welcomes"][1:])

@@ -32,7 +32,7 @@ async def test_it_issues_a_token_that_expires_after_its_ttl(hub, tenant, api):
 
     issued = await issue(api, hub, tenant.key, ["orders.*"], ttl=120)
 
-    assert set(issued) == {"token", "expires_at"}
+    assert set(issued) == {"token", "id", "expires_at"}
     assert isinstance(issued["token"], str)
     assert tenant.key not in issued["token"]
     expires_at = datetime.fromisoformat(issued["expires_at"])
@@ -168,3 +168,62 @@ async def test_a_token_reaches_only_its_own_tenant(hub, api, subscribers):
     await publish(api, hub, acme.key, "shared", "fence")
 
     assert [e["data"] for e in await ws.until("fence")] == ["fence"]
+
+
+# Contract v2: expiry, refresh, revocation --------------------------------------------------
+
+
+async def test_a_connection_ends_when_its_token_expires(hub, tenant, api, subscribers):
+    issued = await issue(api, hub, tenant.key, ["*"], ttl=2)
+    ws = await subscribers.ws(hub, token=issued["token"])
+    sse = await subscribers.sse(hub, token=issued["token"])
+    assert (await ws.welcome())["token_expires_at"] == issued["expires_at"]
+    await sse.welcome()
+
+    assert await ws.closed(within=5) == 4401
+    await sse.ended(within=5)
+    assert time.time() >= datetime.fromisoformat(issued["expires_at"]).timestamp()
+
+
+async def test_a_websocket_refreshes_its_token_without_reconnecting(hub, tenant, api, subscribers):
+    first = await issue(api, hub, tenant.key, ["*"], ttl=2)
+    second = await issue(api, hub, tenant.key, ["*"], ttl=600)
+    ws = await subscribers.ws(hub, token=first["token"])
+    await ws.welcome()
+
+    await ws.send({"type": "refresh", "token": second["token"]})
+    refreshed = await ws.next_frame()
+    await asyncio.sleep(
+        max(0.0, datetime.fromisoformat(first["expires_at"]).timestamp() - time.time()) + 0.5
+    )
+    fence = await publish(api, hub, tenant.key, "after-expiry", "fence")
+
+    assert refreshed == {"type": "refreshed", "expires_at": second["expires_at"]}
+    assert [e["id"] for e in await ws.until("fence")] == [fence["id"]]
+
+
+async def test_revoking_a_token_closes_its_connections_within_five_seconds(
+    hub, tenant, api, subscribers
+):
+    issued = await issue(api, hub, tenant.key, ["*"])
+    ws = await subscribers.ws(hub, token=issued["token"])
+    sse = await subscribers.sse(hub, token=issued["token"])
+    await ws.welcome()
+    await sse.welcome()
+
+    response = await api.delete(
+        f"{hub.url}/api/v1/tokens/{issued['id']}", headers=bearer(tenant.key)
+    )
+
+    assert response.status_code == 204
+    assert await ws.closed(within=5) == 4403
+    await sse.ended(within=5)
+    assert (await subscribers.ws_refused(hub, token=issued["token"])).code == 4401
+    assert (await subscribers.sse_refused(hub, token=issued["token"])).status == 401
+
+
+async def test_revoking_an_unknown_token_is_not_found(hub, tenant, api):
+    response = await api.delete(f"{hub.url}/api/v1/tokens/tk_unknown", headers=bearer(tenant.key))
+
+    assert response.status_code == 404
+    assert response.json()["detail"]

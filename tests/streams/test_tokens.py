@@ -207,7 +207,7 @@ async def test_a_token_signed_without_the_servers_secret_is_refused(issued, sett
 
 async def test_a_token_naming_another_tenant_than_its_keys_is_refused(issued, other_tenant):
     # Only someone holding SECRET_KEY could sign this; the hub still checks the key's tenant.
-    token, _ = tokens.token_sign(
+    token, _, _ = tokens.token_sign(
         tenant_id=other_tenant.pk, key_id=issued.api_key.pk, patterns=["*"], ttl=60
     )
     assert await ws_refused(token=token) == 4401

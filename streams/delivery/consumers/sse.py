@@ -5,10 +5,9 @@ import logging
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
-from django.conf import settings
 
 from streams import runtime
-from streams.delivery.admission import Refusal, subscription_admit, subscription_start
+from streams.delivery.admission import Refusal, subscription_admit, subscription_start, welcome
 from streams.delivery.consumers.membership import HubMembershipMixin
 from streams.delivery.hub import Subscriber
 
@@ -50,6 +49,7 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 send=self.base_send,
                 close=self._end_stream,
                 session=admission.session,
+                token=admission.token,
             )
             plan = await subscription_start(self.sub, admission)
         except Refusal as refusal:
@@ -59,16 +59,8 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 extra.append((b"retry-after", b"5"))
             await self._refuse(refusal.http_status, refusal.detail, extra=extra)
             return
-        welcome = json.dumps(
-            {
-                "type": "welcome",
-                "connection_id": self.sub.connection_id,
-                "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
-                "recovered": plan.recovered,
-            },
-            separators=(",", ":"),
-        )
-        opening = f"retry: 3000\n\nevent: welcome\ndata: {welcome}\n\n".encode()
+        frame = json.dumps(welcome(self.sub, recovered=plan.recovered), separators=(",", ":"))
+        opening = f"retry: 3000\n\nevent: welcome\ndata: {frame}\n\n".encode()
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(opening, more_body=True)
         self.replay(plan)

@@ -6,10 +6,16 @@ import time
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 
 from streams import runtime
-from streams.delivery.admission import Refusal, subscription_admit, subscription_start
+from streams.delivery.admission import (
+    Refusal,
+    iso_time,
+    subscription_admit,
+    subscription_start,
+    token_refresh,
+    welcome,
+)
 from streams.delivery.consumers.membership import HubMembershipMixin
 from streams.delivery.daphne_transport import server_protocol
 from streams.delivery.hub import Subscriber
@@ -138,6 +144,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
                 send=self.base_send,
                 close=self._close,
                 session=admission.session,
+                token=admission.token,
             )
             plan = await subscription_start(self.sub, admission)
         except Refusal as refusal:
@@ -146,14 +153,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             await self._close(refusal.close_code, refusal.detail[:120])
             return
         take_pongs_in_place(server_protocol(self.base_send), self.sub)
-        await self.send_json(
-            {
-                "type": "welcome",
-                "connection_id": self.sub.connection_id,
-                "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
-                "recovered": plan.recovered,
-            }
-        )
+        await self.send_json(welcome(self.sub, recovered=plan.recovered))
         self.replay(plan)
 
     async def _close(self, code: int, reason: str) -> None:
@@ -198,8 +198,31 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
         if not isinstance(message, dict):
             await runtime.get_hub().close(self.sub, 4400, "frames must be JSON objects")
             return
-        if message.get("type") == "ping":
+        kind = message.get("type")
+        if kind == "ping":
             await self.send(text_data='{"type":"pong"}')
+        elif kind == "refresh":
+            await self._refresh(message.get("token"))
+
+    async def _refresh(self, token: object) -> None:
+        """Called with a `refresh` frame: the connection goes on under the new token, or is
+        closed (4401 invalid or expired, 4403 not allowed)."""
+        sub = self.sub
+        assert sub is not None, "frames are read once admitted"
+        hub = runtime.get_hub()
+        if not isinstance(token, str) or not token:
+            await hub.close(sub, 4400, "A refresh frame needs a token.")
+            return
+        try:
+            grant = await token_refresh(sub, token)
+        except Refusal as refusal:
+            logger.info("refresh refused (%s): %r", refusal.close_code, refusal.detail)
+            await hub.close(sub, refusal.close_code, refusal.detail[:120])
+            return
+        if sub.closed:
+            return  # expired or closed while the new token was checked
+        hub.refresh(sub, grant)
+        await self.send_json({"type": "refreshed", "expires_at": iso_time(grant.expires_at)})
 
     async def disconnect(self, code) -> None:
         """Called when the client or the network closes the socket."""
