@@ -1,16 +1,36 @@
 """Provides JSON errors everywhere: DRF's handler plus the cases Django would answer in HTML."""
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from streams.backends import HubUnavailable
+from streams.backends import HubUnavailable, LogBacklogFull
+from tenants.selectors import CredentialsUnavailable
+
+DATABASE_UNREACHABLE = "The database is unreachable; retry shortly."
+
+
+def _unavailable(detail: str, retry_after: int) -> Response:
+    response = Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def api_exception_handler(exc, context):
-    """DRF's handler, plus 413 for a body over the size cap (Django raises it while parsing)."""
+    """DRF's handler, plus 413 for a body over the size cap (Django raises it while parsing)
+    and 503 with Retry-After for what is unreachable (Redis, the database, a full log
+    backlog): a client can tell an outage from its own mistake, and none of them is a 500."""
+    if isinstance(exc, LogBacklogFull):
+        return _unavailable(
+            "The event log is behind (its database is unreachable or no worker runs); "
+            "nothing was accepted.",
+            5,
+        )
+    if isinstance(exc, CredentialsUnavailable | OperationalError | InterfaceError):
+        return _unavailable(DATABASE_UNREACHABLE, 5)
     if isinstance(exc, HubUnavailable):
         response = Response(
             {"detail": "The hub cannot reach its shared state (Redis); nothing was accepted."},
@@ -31,6 +51,25 @@ def api_exception_handler(exc, context):
 
 def json_error(request, status_code: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status_code)
+
+
+class DatabaseUnavailableMiddleware:
+    """Answers 503 with Retry-After, not 500, when a page (the admin, the dashboard) fails
+    because the database is unreachable."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        """Called by Django when a view raised."""
+        if isinstance(exception, OperationalError | InterfaceError):
+            response = json_error(request, 503, DATABASE_UNREACHABLE)
+            response["Retry-After"] = "5"
+            return response
+        return None
 
 
 def not_found(request, exception=None):

@@ -1,5 +1,7 @@
 """Provides liveness, readiness and Prometheus metrics endpoints."""
 
+import logging
+
 import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -10,6 +12,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics, runtime
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -48,10 +52,21 @@ def readyz(request):
     )
 
 
+async def _log_backlog() -> tuple[int, float]:
+    # On the serving loop, where the engine lives (started here if nothing else has yet).
+    return await runtime.get_backend().log_backlog()
+
+
 @require_GET
 def metrics_view(request):
-    backend = runtime.peek_backend()
-    lag = backend.log_lag_seconds() if backend is not None else None
-    if lag is not None:
+    # The log's backlog as the engine knows it: with Redis, every process reports the same
+    # truth (the worker's stream), not what this process happened to count.
+    try:
+        pending, lag = async_to_sync(_log_backlog)()
+    except Exception as error:
+        # Redis is down: the gauges keep their last values; /readyz says why.
+        logger.warning("could not read the log's backlog for /metrics: %s", error)
+    else:
+        metrics.PERSISTENCE_PENDING.set(pending)
         metrics.PERSISTENCE_LAG.set(lag)
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "eventhub.exceptions.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "eventhub.urls"
@@ -176,6 +177,14 @@ EVENTHUB_PERSIST_BATCH = env.int("EVENTHUB_PERSIST_BATCH", default=500)
 EVENTHUB_PERSIST_LINGER = env.float("EVENTHUB_PERSIST_LINGER", default=0.05)
 # A log-stream entry a worker took but did not acknowledge for this long is taken by another.
 EVENTHUB_CLAIM_IDLE = env.float("EVENTHUB_CLAIM_IDLE", default=30.0)
+# While the database is unreachable, a key read before is trusted for this long after that read
+# (a key never read is refused with 503 then).
+EVENTHUB_KEY_STALE_SECONDS = env.float("EVENTHUB_KEY_STALE_SECONDS", default=600.0)
+# Events accepted but not yet in the log, at most (over every tenant; with Redis, of the whole
+# cluster): beyond it publishing answers 503 until the log catches up (a database outage).
+EVENTHUB_LOG_BACKLOG_MAX = env.int("EVENTHUB_LOG_BACKLOG_MAX", default=100_000)
+# The persistence worker's own /metrics and /healthz (REDIS_URL only); 0: none.
+EVENTHUB_WORKER_METRICS_PORT = env.int("EVENTHUB_WORKER_METRICS_PORT", default=0)
 # Garbage-collector thresholds of a serving process (eventhub/gctuning.py); empty: CPython's.
 EVENTHUB_GC_THRESHOLDS = [
     int(x) for x in env.list("EVENTHUB_GC_THRESHOLDS", default=["50000", "20", "100"]) if x

@@ -41,7 +41,7 @@ export class EventhubClient {
     this.handlers = { event: [], welcome: [], state: [], error: [], refreshed: [] };
     this._socket = null;
     this._source = null;
-    this._retiring = null; // an SSE stream still read until its replacement is welcomed
+    this._takeover = null; // {old, oldEnded}: an SSE stream read until its replacement is welcomed
     this._watchdog = null;
     this._retryTimer = null;
     this._refreshTimer = null;
@@ -109,16 +109,14 @@ export class EventhubClient {
     return `${this.baseUrl}${path}?${params}`;
   }
 
-  async _open(refreshing = false) {
-    // A stream opened to take over from one that goes on is no change of state.
-    if (!refreshing) this._setState(this.attempt ? "reconnecting" : "connecting", { attempt: this.attempt });
+  async _open() {
+    this._setState(this.attempt ? "reconnecting" : "connecting", { attempt: this.attempt });
     let url;
     try {
       url = await this._url(this.options.transport === "sse" ? "/sse/v1/events" : "/ws/v1/events");
     } catch (err) {
       this._emit("error", { reason: "could not get a token", error: err });
-      if (refreshing) this._keepRetiring();
-      else this._scheduleReconnect();
+      this._scheduleReconnect();
       return;
     }
     if (this._closedByUser) return;
@@ -175,12 +173,14 @@ export class EventhubClient {
     const headers = { Accept: "text/event-stream" };
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     const fail = (info) => {
+      const takeover = this._takeover;
+      if (takeover?.old === controller) {
+        takeover.oldEnded = true; // its replacement is on its way
+        return;
+      }
       if (this._source !== controller) return;
-      if (this._retiring) {
-        // The stream meant to take over failed: the one it was to replace goes on (until its
-        // token expires, when the client reconnects as after any end of a stream).
-        this._emit("error", { ...info, reason: `token refresh failed: ${info.reason}` });
-        this._keepRetiring();
+      if (takeover) {
+        this._abandonTakeover(takeover, info);
         return;
       }
       this._source = null;
@@ -218,7 +218,6 @@ export class EventhubClient {
             buffer = buffer.slice(end + 2);
           }
         }
-        if (this._retiring === controller) return; // replaced: its end is no failure
         fail({ code: 1006, reason: "stream ended" });
       })
       .catch((err) => {
@@ -226,22 +225,39 @@ export class EventhubClient {
       });
   }
 
-  _keepRetiring() {
-    if (!this._retiring) return;
-    this._source = this._retiring;
-    this._retiring = null;
+  /** The stream meant to take over failed: the old one goes on, or the client reconnects. */
+  _abandonTakeover(takeover, info) {
+    if (this._takeover !== takeover) return;
+    this._takeover = null;
+    this._emit("error", { ...info, reason: `token refresh failed: ${info.reason}` });
+    if (takeover.oldEnded) {
+      this._source = null;
+      this._scheduleReconnect(info);
+    } else {
+      this._source = takeover.old; // until its token expires; then it reconnects
+    }
   }
 
   _welcomeSse(frame, controller) {
-    if (controller !== this._source) return; // a retiring stream's welcome came late
-    const retiring = this._retiring;
-    this._retiring = null;
-    if (retiring) retiring.abort(); // its replacement is live: nothing can fall between them
-    this._welcome(frame);
+    if (controller !== this._source) return;
+    const takeover = this._takeover;
+    if (!takeover) {
+      this._welcome(frame);
+      return;
+    }
+    // The new stream is live: the old one can go, nothing falls between them. To the page
+    // this is a refresh, as on a WebSocket, not a new connection.
+    this._takeover = null;
+    takeover.old.abort();
+    this.heartbeat = frame.heartbeat || this.heartbeat;
+    this._armWatchdog();
+    this._refreshed({ expires_at: frame.token_expires_at });
+    if (frame.recovered === false && this.lastEventId) this._emit("welcome", frame);
   }
 
   _sseBlock(block, controller) {
-    if (controller === this._source) this._armWatchdog(); // any block, `: ping` included
+    // Any block, a `: ping` comment included, proves the stream alive.
+    if (controller === this._source || controller === this._takeover?.old) this._armWatchdog();
     let type = "message";
     const data = [];
     for (const line of block.split("\n")) {
@@ -280,11 +296,7 @@ export class EventhubClient {
   async _refresh(expiresAt) {
     if (this._closedByUser) return;
     if (this.options.transport === "sse") {
-      // A stream cannot take a new token: a new stream opens with it (resuming from the last
-      // id), and the old one is read until the new one is welcomed.
-      if (!this._source || this._retiring) return;
-      this._retiring = this._source;
-      this._open(true);
+      await this._takeOver();
       return;
     }
     const socket = this._socket;
@@ -292,6 +304,7 @@ export class EventhubClient {
     try {
       token = await this._token();
     } catch (err) {
+      if (socket !== this._socket) return;
       this._emit("error", { reason: "could not refresh the token", error: err });
       const left = Date.parse(expiresAt) - Date.now();
       if (left > 2000) this._refreshTimer = setTimeout(() => this._refresh(expiresAt), left / 2);
@@ -299,6 +312,29 @@ export class EventhubClient {
     }
     if (socket !== this._socket || socket?.readyState !== WebSocket.OPEN) return;
     socket.send(JSON.stringify({ type: "refresh", token }));
+  }
+
+  /**
+   * A stream cannot take a new token: a new stream opens with it (resuming from the last id),
+   * and the old one is read until the new one is welcomed. While they overlap the tenant has
+   * one connection more (a tenant at its limit gets 429 then: the old stream goes on).
+   */
+  async _takeOver() {
+    if (!this._source || this._takeover) return;
+    const takeover = { old: this._source, oldEnded: false };
+    this._takeover = takeover;
+    let url;
+    try {
+      url = await this._url("/sse/v1/events");
+    } catch (err) {
+      this._abandonTakeover(takeover, { code: 0, reason: `could not get a token (${err})` });
+      return;
+    }
+    // Torn down, reconnected or closed meanwhile: that path owns the connection now.
+    if (this._takeover !== takeover || this._source !== takeover.old || this._closedByUser) {
+      return;
+    }
+    this._openSse(url);
   }
 
   _event(frame) {
@@ -339,9 +375,9 @@ export class EventhubClient {
     const source = this._source;
     this._source = null;
     if (source) source.abort();
-    const retiring = this._retiring;
-    this._retiring = null;
-    if (retiring) retiring.abort();
+    const takeover = this._takeover;
+    this._takeover = null;
+    if (takeover) takeover.old.abort();
   }
 
   _scheduleReconnect(info = {}, factor = 1) {

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 import time
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -221,7 +222,10 @@ MAX_TOKEN_INFO_BYTES = 1024  # contract v2: a token's `info`, encoded as compact
 
 
 def _info_checked(value: dict) -> dict:
-    encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValidationError("info holds a string that is not valid Unicode.") from None
     if len(encoded) > MAX_TOKEN_INFO_BYTES:
         raise ValidationError(f"info is {len(encoded)} bytes as JSON; at most 1024 are allowed.")
     return value
@@ -234,6 +238,18 @@ class _StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _user_checked(value: str) -> str:
+    # Presence lists it, and logs may: no line breaks or terminal escapes, something visible.
+    if _CONTROL.search(value):
+        raise ValidationError("user may not hold control characters.")
+    if not value.strip():
+        raise ValidationError("user may not be blank.")
+    return value
 
 
 class TokenIssueApi(APIView):
@@ -255,6 +271,7 @@ class TokenIssueApi(APIView):
             max_length=200,
             required=False,
             trim_whitespace=False,
+            validators=[_user_checked],
             help_text="Who holds the token, as your application names them (presence lists it).",
         )
         info = serializers.DictField(

@@ -53,10 +53,10 @@ class Engine(Protocol):
 
     async def stats(self, tenant_id: int) -> dict: ...
 
-    def log_lag_seconds(self) -> float | None:
-        """Age of the oldest accepted event not yet in the log, over every tenant, as this
-        process knows it; None when this process cannot know (the Redis engine: its worker
-        writes the log)."""
+    async def log_backlog(self) -> tuple[int, float]:
+        """(events accepted but not yet in the log, age in seconds of the oldest of them), over
+        every tenant and, with Redis, every process: what /metrics reports on each process.
+        May raise when the shared state cannot be reached."""
         ...
 
     def count_delivered(self, tenant_id: int, n: int) -> None: ...

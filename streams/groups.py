@@ -12,3 +12,8 @@ def tenant_group(tenant_id: int) -> str:
     if not isinstance(tenant_id, int) or isinstance(tenant_id, bool) or tenant_id < 1:
         raise ValueError(f"tenant id must be a positive integer, got {tenant_id!r}")
     return f"{GROUP_PREFIX}{tenant_id}"
+
+
+# Every process's hub is in this group from its start: what all of them must learn at once,
+# whatever tenants they serve (a revoked subscriber token).
+HUBS_GROUP = "eventhub.hubs"

@@ -1,12 +1,14 @@
-"""Provides the one message the channel layer carries, `event.published`: built by the engines
-when they accept events, read by each process's hub. One message per process per publish; its
-events travel in the compact form of `Envelope.to_wire`, frames already encoded."""
+"""Provides the messages the channel layer carries to each process's hub: `event.published`,
+built by the engines when they accept events (one message per process per publish; its events
+travel in the compact form of `Envelope.to_wire`, frames already encoded), and
+`token.revoked`, sent to every hub when a subscriber token is revoked."""
 
 from collections.abc import Sequence
 
 from streams.envelope import Envelope
 
 EVENT_PUBLISHED = "event.published"
+TOKEN_REVOKED = "token.revoked"
 
 
 def published_message(tenant_id: int, envelopes: Sequence[Envelope]) -> dict:
@@ -25,3 +27,15 @@ def published_envelopes(message: dict) -> tuple[int, list[Envelope]] | None:
         return None
     tenant_id = message["tenant"]
     return tenant_id, [Envelope.from_wire(tenant_id, wire) for wire in message["events"]]
+
+
+def token_revoked_message(tenant_id: int, token_id: str, revoked_at: float) -> dict:
+    """The layer message telling every hub that a tenant's token was revoked (a UNIX time)."""
+    return {"type": TOKEN_REVOKED, "tenant": tenant_id, "token": token_id, "at": revoked_at}
+
+
+def revoked_token(message: dict) -> tuple[int, str, float] | None:
+    """(tenant, token id, when) of a `token.revoked` message; None for any other message."""
+    if message.get("type") != TOKEN_REVOKED:
+        return None
+    return int(message["tenant"]), str(message["token"]), float(message["at"])

@@ -37,6 +37,14 @@ PERSISTENCE_PENDING = Gauge("eventhub_persistence_pending", "Accepted events not
 PERSISTENCE_LAG = Gauge(
     "eventhub_persistence_lag_seconds", "Age of the oldest accepted event not yet in the log"
 )
+WORKER_BATCH_SECONDS = Histogram(
+    "eventhub_worker_batch_duration_seconds",
+    "Time a persistence worker took to write one batch to the log and acknowledge it",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+WORKER_ERRORS = Counter(
+    "eventhub_worker_errors", "Persistence worker rounds that failed, by what failed", ["cause"]
+)
 CONNECTIONS_CLOSED = Counter(
     "eventhub_connections_closed", "Connections closed by the hub", ["reason"]
 )

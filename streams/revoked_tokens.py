@@ -2,12 +2,17 @@
 (no token lives longer), held in memory and brought up to date from the database every few
 seconds, so that admitting a connection with a token costs no query."""
 
+import asyncio
+import contextvars
+import logging
 import threading
 import time
+import weakref
 from datetime import datetime, timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from streams.models import RevokedToken
@@ -17,6 +22,8 @@ TOKEN_MAX_TTL = 86400  # seconds: the longest a token lives (POST /api/v1/tokens
 # `revoked_at` was taken, and another machine's clock may be a little off this one's.
 _OVERLAP = timedelta(seconds=60)
 _KEEP = timedelta(seconds=TOKEN_MAX_TTL) + _OVERLAP
+
+logger = logging.getLogger(__name__)
 
 
 class RevokedTokens:
@@ -79,16 +86,36 @@ class RevokedTokens:
 
 
 revoked_tokens = RevokedTokens()
-_sync = database_sync_to_async(revoked_tokens.sync)
+# Looked up at each call, so that a test (or a subclass) may replace `sync`.
+_sync = database_sync_to_async(lambda: revoked_tokens.sync())
+_reading: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _read_once() -> None:
+    """Reads the revocations, one read at a time per loop: a crowd of connects that finds the
+    view stale (after a quiet spell, or at start) waits for one query, not one each."""
+    loop = asyncio.get_running_loop()
+    task = _reading.get(loop)
+    if task is None or task.done():
+        # In a context of its own: the consumer that started it may end before it does.
+        task = loop.create_task(_sync(), context=contextvars.Context())
+        _reading[loop] = task
+    await asyncio.shield(task)
 
 
 async def atoken_revoked(token_id: str) -> bool:
-    """Whether a token id was revoked, as this process knows it (read again first when stale)."""
+    """Whether a token id was revoked, as this process knows it (read again first when stale;
+    when the database cannot answer, as it was last read, and the layer told it since)."""
     if revoked_tokens.stale():
-        await _sync()
+        try:
+            await _read_once()
+        except DatabaseError as error:
+            logger.warning("could not read token revocations (%s); using what is known", error)
     return token_id in revoked_tokens
 
 
 async def arevoked_tokens_sync() -> None:
     """Brings the process's view up to date; the supervisor's re-check calls it."""
-    await _sync()
+    await _read_once()

@@ -2,19 +2,26 @@
 out by the running process's engine and hub) and subscriber token revocations. The log's own
 writes are in `streams.log.writes`."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
 from streams import runtime
 from streams.envelope import Envelope
+from streams.groups import HUBS_GROUP
+from streams.layer_messages import token_revoked_message
 from streams.models import RevokedToken
 from streams.revoked_tokens import TOKEN_MAX_TTL, revoked_tokens
 from tenants.actors import Actor
 from tenants.services import audit_record
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +60,22 @@ def token_revoke(*, tenant_id: int, token_id: str, actor: Actor) -> None:
         _, created = RevokedToken.objects.get_or_create(
             token_id=token_id, defaults={"tenant_id": tenant_id, "revoked_at": now}
         )
-        if created:
-            audit_record(actor=actor, action="token.revoke", tenant_id=tenant_id, target=token_id)
+        if not created:
+            return
+        audit_record(actor=actor, action="token.revoke", tenant_id=tenant_id, target=token_id)
         RevokedToken.objects.filter(
             revoked_at__lt=now - timedelta(seconds=TOKEN_MAX_TTL + 3600)
         ).delete()
-    transaction.on_commit(lambda: revoked_tokens.remember(token_id, now))
+        transaction.on_commit(lambda: _token_revoked_announce(tenant_id, token_id, now))
+
+
+def _token_revoked_announce(tenant_id: int, token_id: str, revoked_at: datetime) -> None:
+    """Tells this process and every hub (through the channel layer) at once. The layer may
+    drop it (it is at most once, and Redis may be down): each hub also reads the revocations
+    from the database at its next credential check, as a connect does when its view is stale."""
+    revoked_tokens.remember(token_id, revoked_at)
+    message = token_revoked_message(tenant_id, token_id, revoked_at.timestamp())
+    try:
+        async_to_sync(get_channel_layer().group_send)(HUBS_GROUP, message)
+    except Exception:
+        logger.warning("could not announce a token revocation; hubs will read it", exc_info=True)

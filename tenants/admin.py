@@ -47,6 +47,16 @@ class TenantAdmin(admin.ModelAdmin):
         )
         obj.pk, obj.name, obj.created_at = tenant.pk, tenant.name, tenant.created_at
 
+    def delete_model(self, request, obj):
+        """Called by the delete page: deleted through the service, which records it."""
+        services.tenant_delete(actor=Actor.from_request(request), tenant=obj)
+
+    def delete_queryset(self, request, queryset):
+        """Called by the "delete selected" action: each tenant recorded, as on its own page."""
+        actor = Actor.from_request(request)
+        for tenant in queryset:
+            services.tenant_delete(actor=actor, tenant=tenant)
+
     @admin.display(description="Live connections")
     def live_connections(self, tenant) -> str:
         connections = tenant_stats(tenant_id=tenant.pk)["connections"]
@@ -96,6 +106,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "hashed_secret", "created_at", "last_used_at", "revoked_at"]
     fields = ["tenant", "name", "scopes", "expires_at", *readonly_fields]
     actions = ["revoke"]
+
+    def delete_model(self, request, obj):
+        """Called by the delete page: deleted through the service, which records it."""
+        services.api_key_delete(actor=Actor.from_request(request), api_key=obj)
+
+    def delete_queryset(self, request, queryset):
+        """Called by the "delete selected" action: each key recorded, as on its own page."""
+        actor = Actor.from_request(request)
+        for api_key in queryset:
+            services.api_key_delete(actor=actor, api_key=api_key)
 
     def get_readonly_fields(self, request, obj=None):
         # A key stays with the tenant it was issued for.

@@ -70,10 +70,12 @@ class AuditAction(models.TextChoices):
     API_KEY_ISSUE = "api_key.issue", "API key issued"
     API_KEY_UPDATE = "api_key.update", "API key changed"
     API_KEY_REVOKE = "api_key.revoke", "API key revoked"
+    API_KEY_DELETE = "api_key.delete", "API key deleted"
     TENANT_CREATE = "tenant.create", "tenant created"
     TENANT_UPDATE = "tenant.update", "tenant changed"
     TENANT_SUSPEND = "tenant.suspend", "tenant suspended"
     TENANT_RESUME = "tenant.resume", "tenant resumed"
+    TENANT_DELETE = "tenant.delete", "tenant deleted"
     TOKEN_REVOKE = "token.revoke", "token revoked"
 
 

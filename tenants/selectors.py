@@ -1,6 +1,7 @@
 """Provides the reads on tenants and API keys, with the process cache that keeps them off the
 publish path."""
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -10,12 +11,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, get_user_model
 from django.contrib.sessions.models import Session
+from django.db import DatabaseError
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from tenants.keys import KEY_PREFIX, key_hash, key_looks_whole
 from tenants.models import ApiKey, Tenant
+
+logger = logging.getLogger(__name__)
 
 _CACHE_MAX = 10_000
 # Session engines whose sessions are rows of django_session, so that one query checks many.
@@ -82,11 +86,29 @@ def _principal_from(api_key: ApiKey) -> Principal:
     )
 
 
+class CredentialsUnavailable(Exception):
+    """Raised by the key look-ups when the database cannot answer and the process knows the
+    key from no recent enough look-up: the caller answers 503, the client retries."""
+
+
 def _cached(digest: str) -> tuple[bool, Principal | None]:
     entry = _cache.get(digest)
     if entry is not None and entry[1] > time.monotonic():
         return True, entry[0]
     return False, None
+
+
+def _stale(digest: str, error: DatabaseError) -> Principal | None:
+    """What the process last read for a key, while the database cannot answer: a database
+    outage must not refuse every publisher and subscriber the hub knows (the publish path
+    needs no database otherwise). Only for EVENTHUB_KEY_STALE_SECONDS after that read;
+    CredentialsUnavailable beyond, or for a key it never read."""
+    entry = _cache.get(digest)
+    stale_for = settings.EVENTHUB_KEY_STALE_SECONDS
+    if entry is not None and entry[1] + stale_for > time.monotonic():
+        logger.warning("database unreachable (%s); using a key as read before", error)
+        return entry[0]
+    raise CredentialsUnavailable("The database is unreachable; retry shortly.") from error
 
 
 def _remember(digest: str, principal: Principal | None, generation: int) -> None:
@@ -110,7 +132,10 @@ def api_key_principal(*, raw_key: str) -> Principal | None:
     if hit:
         return principal
     generation = _generation
-    api_key = ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).first()
+    try:
+        api_key = ApiKey.objects.select_related("tenant").filter(hashed_secret=digest).first()
+    except DatabaseError as error:
+        return _stale(digest, error)
     principal = _principal_from(api_key) if api_key else None
     _remember(digest, principal, generation)
     return principal
@@ -132,7 +157,10 @@ def api_key_principal_by_id(*, key_id: int) -> Principal | None:
     if hit:
         return principal
     generation = _generation
-    api_key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
+    try:
+        api_key = ApiKey.objects.select_related("tenant").filter(pk=key_id).first()
+    except DatabaseError as error:
+        return _stale(slot, error)
     principal = _principal_from(api_key) if api_key else None
     _remember(slot, principal, generation)
     return principal

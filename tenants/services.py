@@ -112,6 +112,21 @@ def _record_active(*, actor: Actor, tenant: Tenant, was_active: bool) -> None:
     audit_record(actor=actor, action=action, tenant=tenant, changes=changes)
 
 
+def tenant_delete(*, actor: Actor, tenant: Tenant) -> None:
+    """Deletes a tenant with its keys, its log and its revocations, and records it (the entry
+    keeps the tenant's slug; the tenant's earlier entries stay too, with their slug)."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditAction.TENANT_DELETE,
+            tenant=tenant,
+            target=tenant.slug,
+            changes={"keys": [tenant.api_keys.count(), None]},
+        )
+        tenant.delete()
+    _forget_cached_keys()
+
+
 def tenant_set_active(*, actor: Actor, tenant: Tenant, active: bool) -> Tenant:
     """Suspends or resumes a tenant; one that already is as asked is left as it is, and
     nothing is recorded."""
@@ -253,6 +268,20 @@ def api_key_revoke(*, actor: Actor, api_key: ApiKey) -> ApiKey:
             )
     _forget_cached_keys()
     return api_key
+
+
+def api_key_delete(*, actor: Actor, api_key: ApiKey) -> None:
+    """Deletes a key (its connections close at their next credential check, as on a
+    revocation) and records it with its prefix."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditAction.API_KEY_DELETE,
+            tenant_id=api_key.tenant_id,
+            target=api_key.prefix,
+        )
+        api_key.delete()
+    _forget_cached_keys()
 
 
 _used: dict[int, datetime] = {}

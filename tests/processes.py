@@ -74,7 +74,11 @@ class Process:
     def __init__(self, kind: str, env: dict[str, str], log_dir: Path) -> None:
         self.kind = kind
         self.port = free_port() if kind == "web" else None
+        # A worker serves /metrics and /healthz on a port of its own.
+        self.metrics_port = free_port() if kind == "worker" else None
         self.env = dict(env, PORT=str(self.port or 0))
+        if self.metrics_port is not None:
+            self.env["EVENTHUB_WORKER_METRICS_PORT"] = str(self.metrics_port)
         command = procfile()[kind].replace("$PORT", str(self.port or 0))
         self.argv = shlex.split(command.replace("0.0.0.0", "127.0.0.1"))
         self.log_path = log_dir / f"{kind}-{self.port or 'worker'}-{time.monotonic_ns()}.log"

@@ -35,6 +35,11 @@ class HubUnavailable(Exception):
     """Raised when the shared state cannot be reached (Redis down): publish answers 503."""
 
 
+class LogBacklogFull(HubUnavailable):
+    """Raised by publish when EVENTHUB_LOG_BACKLOG_MAX events await the log (its database is
+    unreachable, or no worker runs): nothing was accepted, publish answers 503."""
+
+
 class RateLimited(Exception):
     """Raised by publish when the tenant's rate bucket is empty; nothing was accepted."""
 

@@ -171,10 +171,9 @@ class LocalBackend:
     async def current_epoch(self, tenant_id: int) -> str | None:
         return (await self._sequence(tenant_id)).epoch
 
-    def log_lag_seconds(self) -> float | None:
-        return max(
-            (self.log_queue.pending(t)[1] for t in list(metrics.tenant_counters)), default=0.0
-        )
+    async def log_backlog(self) -> tuple[int, float]:
+        backlog = [self.log_queue.pending(t) for t in list(metrics.tenant_counters)]
+        return sum(n for n, _ in backlog), max((age for _, age in backlog), default=0.0)
 
     async def stats(self, tenant_id: int) -> dict:
         counters = metrics.tenant_counters[tenant_id]

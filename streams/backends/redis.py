@@ -486,8 +486,20 @@ class RedisBackend:
                 totals[transport] += max(0, int(value))
         return totals
 
-    def log_lag_seconds(self) -> float | None:
-        return None  # the worker writes the log; its lag is in each tenant's stats
+    async def log_backlog(self) -> tuple[int, float]:
+        # The stream holds exactly what no worker has committed yet (a batch is deleted from it
+        # as it commits), oldest first; an entry's id starts with its time in milliseconds.
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(LOG_STREAM)
+                pipe.xrange(LOG_STREAM, count=1)
+                length, first = await pipe.execute()
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        if not first:
+            return int(length), 0.0
+        millis = int(first[0][0].split(b"-")[0])
+        return int(length), max(0.0, time.time() - millis / 1000)
 
     async def stats(self, tenant_id: int) -> dict:
         try:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from streams import runtime
 from streams.delivery.hub import ConnectionLimitReached, Subscriber
@@ -21,6 +22,7 @@ from streams.topics import pattern_within, patterns_parse
 from tenants.access import TENANT_SUSPENDED, Refused, principal_denial
 from tenants.authentication import bearer_key
 from tenants.selectors import (
+    CredentialsUnavailable,
     Principal,
     aapi_key_principal,
     aapi_key_principal_by_id,
@@ -160,7 +162,11 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
     browsers send it when EventSource reconnects.
     """
     query = _query(scope)
-    credential = await _authenticate(scope, query)
+    try:
+        credential = await _authenticate(scope, query)
+    except (CredentialsUnavailable, OperationalError, InterfaceError):
+        # The database is down and the credential is not one this process read recently.
+        raise Refusal(1013, 503, "The hub cannot check credentials now; retry shortly.") from None
     patterns = patterns_parse(query.get("topics"))
     if patterns is None:
         raise _bad_request("topics must be comma-separated topics or prefixes ending in '*'.")

@@ -9,7 +9,9 @@ tenant's state and lock, and read best together."""
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -19,9 +21,10 @@ from streams.delivery.subscribers import Frames, Subscriber, TenantHub
 from streams.delivery.supervisor import Supervisor
 from streams.engine import Engine
 from streams.envelope import Envelope
-from streams.groups import tenant_group
-from streams.layer_messages import published_envelopes
+from streams.groups import HUBS_GROUP, tenant_group
+from streams.layer_messages import published_envelopes, revoked_token
 from streams.loop_watch import loop_watch
+from streams.revoked_tokens import revoked_tokens
 from streams.tasks import background_task
 from streams.tokens import TokenGrant
 
@@ -68,6 +71,7 @@ class Hub:
             if self.channel is not None:
                 return
             self.channel = await self.layer.new_channel(prefix="eventhub.hub")
+            await self.layer.group_add(HUBS_GROUP, self.channel)
             self._tasks = [
                 background_task(self._receive_loop(), name="eventhub-hub-receive"),
                 background_task(self.supervisor.run(), name="eventhub-hub-heartbeat"),
@@ -133,7 +137,6 @@ class Hub:
                 if not admitted:
                     raise ConnectionLimitReached
             tenant.add(sub)
-        self._watch_expiry(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
         if max_connections is None:  # a limited tenant's connection was counted when admitted
             await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
@@ -152,6 +155,19 @@ class Hub:
             if not tenant.subscribers:
                 await self._forget_tenant(sub.tenant_id)
         await self.backend.connection_change(sub.tenant_id, sub.transport, -1)
+
+    async def rejoin_groups(self) -> None:
+        """Joins again every group this hub is in; the supervisor calls it well within the
+        layer's `group_expiry`. Channels' layers forget a member after it (InMemoryChannelLayer:
+        a day by default), and the hub joins a tenant's group once, with its first local
+        connection: a tenant connected for longer would get its events only from the catch-up
+        tick. For a layer without expiry (Redis pub/sub) the supervisor never calls it."""
+        async with self._group_lock:
+            if self.channel is None:
+                return
+            await self.layer.group_add(HUBS_GROUP, self.channel)
+            for tenant_id in list(self.tenants):
+                await self.layer.group_add(tenant_group(tenant_id), self.channel)
 
     async def _forget_tenant(self, tenant_id: int) -> None:
         del self.tenants[tenant_id]
@@ -185,23 +201,58 @@ class Hub:
         """Lets a connection go on under a new token (already checked by
         `admission.token_refresh`): its expiry and its key are the new token's from now on."""
         sub.token, sub.key_id = token, token.key_id
-        self._watch_expiry(sub)
+        self.watch_expiry(sub)
 
-    def _watch_expiry(self, sub: Subscriber) -> None:
+    def watch_expiry(self, sub: Subscriber) -> None:
         """Ends a connection opened with a token when the token expires (WebSocket 4401, the
-        SSE stream ends), to the instant rather than at the supervisor's next tick: no event
-        published after the expiry reaches it. Cancelled when the connection leaves the hub."""
+        SSE stream ends), to the instant rather than at the supervisor's next tick. Called
+        once the welcome is sent (`HubMembershipMixin.replay`: a stream cannot end before it
+        has begun) and at each refresh; cancelled when the connection leaves the hub.
+
+        A timer that fires late (a loop busy with a broadcast) is covered by the broadcasts
+        themselves: an event accepted after a connection's expiry ends it instead
+        (`_expire_due`)."""
         if sub.expiry is not None:
             sub.expiry.cancel()
             sub.expiry = None
         if sub.token is None or sub.closed:
             return
-        delay = max(0.0, sub.token.expires_at - time.time())
-        sub.expiry = self.loop.call_later(delay, self._expired, sub)
+        expires_at = sub.token.expires_at
+        sub.expiry = self.loop.call_later(max(0.0, expires_at - time.time()), self._expired, sub)
+        tenant = self.tenants.get(sub.tenant_id)
+        if tenant is not None and expires_at < tenant.next_expiry:
+            tenant.next_expiry = expires_at
 
     def _expired(self, sub: Subscriber) -> None:
         sub.expiry = None
         self.end_now(sub, 4401, "The token has expired.")
+
+    def _expire_due(self, tenant: TenantHub, accepted_at: float) -> None:
+        """Ends the tenant's welcomed connections whose token expired by `accepted_at` (an
+        event's acceptance: they must not get it), and notes when the next one expires. Runs
+        only when an event is accepted after `tenant.next_expiry`: about once per expiry."""
+        soonest = math.inf
+        for sub in tenant.subscribers:
+            token = sub.token
+            if token is None or sub.closed:
+                continue
+            if token.expires_at <= accepted_at and not sub.opening:
+                self.end_now(sub, 4401, "The token has expired.")
+            elif token.expires_at < soonest:
+                soonest = token.expires_at
+        tenant.next_expiry = soonest
+
+    def token_revoked(self, tenant_id: int, token_id: str, revoked_at: float) -> None:
+        """Called with each `token.revoked` layer message (every hub gets it, from whichever
+        process revoked the token): refuses the token here from now on, and ends its live
+        connections (4403) at once rather than at the supervisor's next credential check."""
+        revoked_tokens.remember(token_id, datetime.fromtimestamp(revoked_at, UTC))
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return
+        for sub in list(tenant.subscribers):
+            if sub.token is not None and sub.token.token_id == token_id:
+                self.end_now(sub, 4403, "The token of this connection was revoked.")
 
     def drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
         """Closes a connection that failed or fell behind, outside the loop that found it."""
@@ -375,6 +426,15 @@ class Hub:
                 await self._broadcast(tenant_id, tenant, run.pop())
             return
         events, run[:] = list(run), []
+        last_accepted = events[-1].received_at.timestamp()
+        if last_accepted >= tenant.next_expiry:
+            self._expire_due(tenant, events[0].received_at.timestamp())
+            if last_accepted >= tenant.next_expiry:
+                # A token expires between the run's first event and its last: one at a time,
+                # so that its connection gets those before its expiry and none after.
+                for envelope in events:
+                    await self._broadcast(tenant_id, tenant, envelope)
+                return
         started = since = time.perf_counter()
         topics = dict.fromkeys(e.topic for e in events)
         matched: dict[Subscriber, list[str]] = {}
@@ -427,6 +487,8 @@ class Hub:
 
     async def _broadcast(self, tenant_id: int, tenant: TenantHub, envelope: Envelope) -> None:
         started = time.perf_counter()
+        if tenant.next_expiry <= envelope.received_at.timestamp():
+            self._expire_due(tenant, envelope.received_at.timestamp())
         recipients = tenant.recipients(envelope.topic)
         if not recipients:
             return
@@ -486,6 +548,10 @@ class Hub:
                 published = published_envelopes(message)
                 if published is not None:
                     self._enqueue(*published)
+                    continue
+                revoked = revoked_token(message)
+                if revoked is not None:
+                    self.token_revoked(*revoked)
             except Exception:
                 logger.exception("hub failed to take a message")
 

@@ -6,6 +6,7 @@ Over 300 lines: a connection's state, its framing and its tenant's index are one
 the hub, replay and the supervisor all read."""
 
 import asyncio
+import math
 import time
 import uuid
 from collections import deque
@@ -224,6 +225,7 @@ class TenantHub:
         "inbox_events",
         "last_seq",
         "lock",
+        "next_expiry",
         "prefix_lengths",
         "prefixes",
         "retired_epochs",
@@ -254,6 +256,9 @@ class TenantHub:
         # Deliveries of this tenant (from the layer, from joins and from catch-up) run one at a
         # time, so each connection sees seqs in order.
         self.lock = asyncio.Lock()
+        # No token of its welcomed connections expires before this (a UNIX time; an upper
+        # bound after expiries or refreshes, made exact by the hub's `_expire_due`).
+        self.next_expiry = math.inf
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)

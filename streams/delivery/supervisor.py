@@ -1,7 +1,8 @@
 """Provides the hub's supervisor: the one heartbeat loop per process that keeps its connections
 honest. Each tick it pings the connections whose turn has come, closes WebSocket clients that
-fell silent (4408) and slow consumers (4008), closes connections whose key, tenant or session
-lost its right (4403, 1012, 4401), and catches up events whose layer message never came."""
+fell silent (4408) and slow consumers (4008), closes connections whose key, token, tenant or
+session lost its right (4403, 1012, 4401), catches up events whose layer message never came,
+and keeps the hub's channel-layer memberships from expiring."""
 
 import asyncio
 import logging
@@ -39,6 +40,9 @@ class Supervisor:
         stale = settings.EVENTHUB_STALE_TIMEOUT
         tick = min(1.0, interval / 2, stale / 4)
         next_auth_check = time.monotonic() + AUTH_RECHECK_SECONDS
+        group_expiry = getattr(self.hub.layer, "group_expiry", None)
+        rejoin_every = group_expiry / 3 if group_expiry else None
+        next_rejoin = time.monotonic() + (rejoin_every or 0)
         while True:
             await asyncio.sleep(tick)
             try:
@@ -48,6 +52,9 @@ class Supervisor:
                 if now >= next_auth_check:
                     next_auth_check = now + AUTH_RECHECK_SECONDS
                     await self._close_revoked()
+                if rejoin_every is not None and now >= next_rejoin:
+                    next_rejoin = now + rejoin_every
+                    await self.hub.rejoin_groups()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -141,16 +148,18 @@ class Supervisor:
                     since = time.perf_counter()
                 if sub.closed or sub.opening:
                     continue  # its welcome must be the first thing it gets
+                # Checked once a tick, after the server had time to flush: a burst may pass
+                # through, a client that stopped reading may not. Before the silence check: a
+                # client that left this much unread has not seen the pings behind it either,
+                # and 4008 tells it what to do (reconnect with its last id).
+                if sub.backlog is not None and sub.backlog() > max_backlog:
+                    await self.hub.close(sub, 4008, "slow consumer: reconnect with your last id")
+                    continue
                 # Not while it replays (`pending` set): it cannot be asked for a pong then,
                 # and the replay closes a client that stops taking it as a slow consumer
                 # (4008, after half the stale timeout), which is what it should learn.
                 if sub.silence_closes and sub.pending is None and now - sub.last_seen > stale:
                     await self.hub.close(sub, 4408, "no frame from the client in time")
-                    continue
-                # Checked once a tick, after the server had time to flush: a burst may pass
-                # through, a client that stopped reading may not.
-                if sub.backlog is not None and sub.backlog() > max_backlog:
-                    await self.hub.close(sub, 4008, "slow consumer: reconnect with your last id")
                     continue
                 if not sub.next_ping:
                     sub.next_ping = now + random.uniform(interval / 2, interval)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections import Counter
 from typing import cast
 
@@ -17,7 +18,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
+from streams import metrics
 from streams.log.retry import Backoff
+from streams.log.worker_port import WorkerPort
 from streams.log.writes import event_log_write_batch
 from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
 
@@ -27,8 +30,13 @@ GROUP = "eventhub-persist"
 PERSIST_CHANNEL = "eventhub.persist"
 
 
+# How often the worker reads the log's backlog for its gauges (two cheap Redis reads).
+BACKLOG_EVERY_SECONDS = 1.0
+
+
 class LogStreamWorker:
-    def __init__(self) -> None:
+    def __init__(self, port: WorkerPort | None = None) -> None:
+        self.port = port
         self.redis = redis_client()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = asyncio.Event()
@@ -37,6 +45,7 @@ class LogStreamWorker:
         )
         self.batch_size = settings.EVENTHUB_PERSIST_BATCH
         self.claim_idle_ms = int(settings.EVENTHUB_CLAIM_IDLE * 1000)
+        self._backlog_read_at = 0.0
 
     async def _ensure_group(self) -> None:
         try:
@@ -65,6 +74,7 @@ class LogStreamWorker:
         return response[0][1] if response else []
 
     async def _commit(self, entries: list[tuple[bytes, dict]]) -> None:
+        started = time.perf_counter()
         envelopes = [envelope_from_member(int(f[b"t"]), f[b"e"]) for _, f in entries]
         await self._write(envelopes)
         ids = [entry_id for entry_id, _ in entries]
@@ -75,6 +85,21 @@ class LogStreamWorker:
             for tenant_id, n in per_tenant.items():
                 pipe.hincrby(tenant_key(tenant_id, "stats"), "persisted", n)
             await pipe.execute()
+        metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _read_backlog(self) -> None:
+        """Sets the backlog gauges from the stream, at most once a second."""
+        now = time.monotonic()
+        if now - self._backlog_read_at < BACKLOG_EVERY_SECONDS:
+            return
+        self._backlog_read_at = now
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(LOG_STREAM)
+            pipe.xrange(LOG_STREAM, count=1)
+            length, first = await pipe.execute()
+        metrics.PERSISTENCE_PENDING.set(length)
+        oldest = int(first[0][0].split(b"-")[0]) / 1000 if first else None
+        metrics.PERSISTENCE_LAG.set(max(0.0, time.time() - oldest) if oldest else 0.0)
 
     async def run(self) -> None:
         """Runs until SIGTERM or SIGINT, then finishes the batch in hand and returns."""
@@ -90,13 +115,23 @@ class LogStreamWorker:
                     entries = await self._next_batch()
                     if entries:
                         await self._commit(entries)
+                    await self._read_backlog()
                     backoff.reset()
+                    self._went_round(redis_ok=True)
             except (RedisError, OSError) as exc:
+                metrics.WORKER_ERRORS.labels("redis").inc()
+                self._went_round(redis_ok=False)
                 logger.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff.delay)
             except Exception:
                 # A failed database write: the entries stay pending and are retried.
+                metrics.WORKER_ERRORS.labels("database").inc()
+                self._went_round(redis_ok=True)
                 logger.exception("persisting a batch failed; retrying in %.1fs", backoff.delay)
             if not self.stopping.is_set():
                 await backoff.wait()
         await self.redis.aclose()
         logger.info("persistence worker %s stopped", self.name)
+
+    def _went_round(self, *, redis_ok: bool) -> None:
+        if self.port is not None:
+            self.port.went_round(redis_ok=redis_ok)

@@ -164,3 +164,14 @@ def make_cluster(request, tmp_path):
     yield make
     for cluster in clusters:
         cluster.stop_all()
+
+
+@pytest.fixture
+def two_webs(make_cluster, pg_database, redis_url):
+    """Two web processes and a persistence worker on Redis and PostgreSQL, one tenant's key."""
+    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
+    cluster.web_a = cluster.start("web")
+    cluster.web_b = cluster.start("web")
+    cluster.worker = cluster.start("worker")
+    cluster.key = cluster.tenant_key("acme")
+    return cluster

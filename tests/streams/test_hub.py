@@ -115,10 +115,13 @@ class Client:
         seqs = []
         for message in self.messages:
             if message["type"] == "websocket.send":
-                seqs.append(json.loads(message["text"])["seq"])
+                frame = json.loads(message["text"])
+            elif b"data: " in message["body"]:
+                frame = json.loads(message["body"].decode().split("data: ", 1)[1])
             else:
-                data = message["body"].decode().split("data: ", 1)[1]
-                seqs.append(json.loads(data)["seq"])
+                continue  # a `: ping`
+            if frame["type"] == "event":
+                seqs.append(frame["seq"])
         return seqs
 
 
@@ -369,6 +372,26 @@ async def test_the_hub_leaves_a_tenant_group_when_its_last_subscriber_leaves(hub
     assert hub.channel in backend.layer.groups[group]
     await hub.deliver(TENANT, [envelope(1)])
     assert again.seqs == [1]
+
+
+async def test_a_tenant_connected_longer_than_the_layers_group_expiry_still_gets_events(
+    hub, backend, settings
+):
+    settings.EVENTHUB_HEARTBEAT_INTERVAL = 1.0  # a supervisor tick every half second
+    backend.layer.group_expiry = 3  # seconds: a day, shrunk
+    client = Client()
+    await joined(hub, client)
+
+    # Time must pass: the layer forgets members by their age. The catch-up tick sees nothing
+    # to catch up (the backend's seq stays 0): only the group brings the event.
+    await asyncio.sleep(4.5)
+    await backend.layer.group_send(
+        tenant_group(TENANT),
+        {"type": "event.published", "tenant": TENANT, "events": [envelope(1).to_wire()]},
+    )
+
+    await client.eventually(lambda: client.seqs)
+    assert client.seqs == [1]
 
 
 async def test_the_connection_limit_refuses_one_connection_too_many(hub, backend):

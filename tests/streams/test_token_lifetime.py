@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from eventhub.asgi import application
 from streams import tokens
+from streams.delivery import admission
 from streams.models import RevokedToken
 from streams.revoked_tokens import revoked_tokens
 from tenants.models import AuditEntry
@@ -40,7 +41,12 @@ async def issue(key: str, topics=("*",), ttl: int = 3600, **claims) -> dict:
 
 async def issue_refused(key: str, **body) -> dict:
     async with asgi_client(key) as client:
-        response = await client.post("/api/v1/tokens", json={"topics": ["*"], **body})
+        response = await client.post(
+            "/api/v1/tokens",
+            # json.dumps escapes what UTF-8 cannot hold (a lone surrogate) as JSON allows.
+            content=json.dumps({"topics": ["*"], **body}),
+            headers={"Content-Type": "application/json"},
+        )
     assert response.status_code == 400, response.content
     return response.json()
 
@@ -128,6 +134,10 @@ async def test_a_token_without_a_holder_carries_none(api_key):
         ({"info": ["not", "an", "object"]}, "info"),
         ({"info": {"bio": "x" * 1020}}, "info"),  # 1033 bytes as JSON
         ({"info": {"bio": "é" * 510}}, "info"),  # 510 characters, 1020 bytes of them
+        ({"info": {"x": "\ud800"}}, "info"),  # no UTF-8 for a lone surrogate
+        ({"user": "ada\nlevel=admin"}, "user"),  # would forge a log line
+        ({"user": "\x1b[2J"}, "user"),
+        ({"user": "   "}, "user"),
     ],
 )
 async def test_a_holder_out_of_bounds_is_a_bad_request(api_key, body, field):
@@ -192,6 +202,30 @@ async def test_an_sse_stream_ends_when_its_token_expires(api_key):
     await stream.close()
 
 
+async def test_an_sse_stream_whose_token_expires_while_it_is_admitted_ends_after_its_welcome(
+    api_key, monkeypatch
+):
+
+    issued = await issue(api_key, ttl=1)
+    first = await publish(api_key)
+    expires_at = unix(issued["expires_at"])
+    real_plan = admission.replay_plan
+
+    async def slow_plan(**kwargs):
+        # A replay read from the log that takes until the token has expired.
+        await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.05)
+        return await real_plan(**kwargs)
+
+    monkeypatch.setattr(admission, "replay_plan", slow_plan)
+    stream, _ = await sse.connect(token=issued["token"], last_event_id=first["id"])
+
+    deadline = time.monotonic() + 2
+    while not stream.ended:
+        assert time.monotonic() < deadline, "a stream opened for an expired token never ends"
+        await stream.read_body()
+    await stream.close()
+
+
 async def test_a_connection_by_api_key_has_no_token_expiry(api_key):
     ws = WebsocketCommunicator(
         application, "/ws/v1/events", headers=[(b"authorization", f"Bearer {api_key}".encode())]
@@ -247,7 +281,7 @@ async def _refresh_closes_with(first_token: str, frame: dict, topics: str = "*")
     return closed["code"]
 
 
-async def test_a_refresh_with_an_invalid_or_expired_token_closes_with_4401(api_key, monkeypatch):
+async def test_a_refresh_with_an_invalid_or_expired_token_closes_with_4401(api_key):
     first = (await issue(api_key))["token"]
     short = (await issue(api_key, ttl=1))["token"]
     await asyncio.sleep(max(0.0, tokens.token_verify(short).expires_at - time.time()) + 0.05)
@@ -338,6 +372,25 @@ async def test_a_token_revoked_by_another_process_is_refused_once_this_one_reads
     )
 
     assert await ws_first_code(issued["token"]) == 4401
+
+
+async def test_a_crowd_connecting_while_the_revocations_are_unread_reads_them_once(
+    api_key, monkeypatch
+):
+    issued = await issue(api_key)
+    reads = []
+    real_sync = revoked_tokens.sync
+
+    def counted_sync():
+        reads.append(1)
+        time.sleep(0.05)  # a slow database: the crowd arrives while it is read
+        real_sync()
+
+    monkeypatch.setattr(revoked_tokens, "sync", counted_sync)
+    codes = await asyncio.gather(*(ws_first_code(issued["token"]) for _ in range(20)))
+
+    assert codes == [None] * 20
+    assert len(reads) == 1
 
 
 async def test_revoking_is_idempotent_and_recorded_once(api_key, tenant):

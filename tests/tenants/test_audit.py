@@ -175,6 +175,45 @@ def test_revoking_keys_in_the_admin_records_each_revocation_once(admin, tenant):
     assert abs(parse_datetime(change[1]) - revoked_at) < timedelta(milliseconds=1)
 
 
+def test_deleting_a_key_in_the_admin_is_recorded_on_its_page_and_in_bulk(admin, tenant):
+    one = services.api_key_issue(actor=ACTOR, tenant=tenant)
+    two = services.api_key_issue(actor=ACTOR, tenant=tenant)
+    three = services.api_key_issue(actor=ACTOR, tenant=tenant)
+
+    admin.post(f"/admin/tenants/apikey/{one.api_key.pk}/delete/", {"post": "yes"})
+    run_action(admin, "apikey", "delete_selected", two.api_key.pk, three.api_key.pk)
+    # Django's bulk delete asks first, then deletes on the confirmation.
+    admin.post(
+        "/admin/tenants/apikey/",
+        {
+            "action": "delete_selected",
+            "post": "yes",
+            "_selected_action": [str(two.api_key.pk), str(three.api_key.pk)],
+        },
+    )
+
+    assert not ApiKey.objects.exists()
+    deleted = entries(action="api_key.delete")
+    assert sorted(e.target for e in deleted) == sorted(k.api_key.prefix for k in (one, two, three))
+    assert {(e.actor_name, e.tenant_slug) for e in deleted} == {("root", tenant.slug)}
+
+
+def test_deleting_a_tenant_in_the_admin_is_recorded_and_keeps_its_earlier_entries(admin, tenant):
+    services.api_key_issue(actor=ACTOR, tenant=tenant)
+
+    admin.post(f"/admin/tenants/tenant/{tenant.pk}/delete/", {"post": "yes"})
+
+    assert not Tenant.objects.filter(pk=tenant.pk).exists()
+    (deleted,) = entries(action="tenant.delete")
+    assert (deleted.target, deleted.tenant_slug, deleted.actor_name) == (
+        tenant.slug,
+        tenant.slug,
+        "root",
+    )
+    assert deleted.changes == {"keys": [1, None]}
+    assert entries(action="api_key.issue")[0].tenant_slug == tenant.slug
+
+
 def test_a_staff_user_suspending_and_resuming_tenants_is_recorded_each_time(tenant, other_tenant):
     client = client_of(staff_with("view_tenant", "change_tenant"))
 

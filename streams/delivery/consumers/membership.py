@@ -23,6 +23,7 @@ class HubMembershipMixin:
         sub = self.sub
         assert sub is not None, "admitted before its welcome"
         sub.opening = False
+        runtime.get_hub().watch_expiry(sub)
         self.replaying = asyncio.get_running_loop().create_task(
             replay_stream(sub, plan), name=f"eventhub-replay-{sub.connection_id}"
         )

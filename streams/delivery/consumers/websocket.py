@@ -19,6 +19,7 @@ from streams.delivery.admission import (
 from streams.delivery.consumers.membership import HubMembershipMixin
 from streams.delivery.daphne_transport import server_protocol
 from streams.delivery.hub import Subscriber
+from tenants.selectors import CredentialsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +216,11 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             return
         try:
             grant = await token_refresh(sub, token)
+        except CredentialsUnavailable:
+            # The database is down and the new token's key unknown here: the connection goes
+            # on under its current token; the client may send the refresh again.
+            await self.send_json({"type": "error", "code": 1013, "detail": "retry the refresh"})
+            return
         except Refusal as refusal:
             logger.info("refresh refused (%s): %r", refusal.close_code, refusal.detail)
             await hub.close(sub, refusal.close_code, refusal.detail[:120])

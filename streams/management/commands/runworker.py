@@ -2,6 +2,7 @@
 runs the persistence worker when `eventhub.persist` is among its channels."""
 
 import asyncio
+import logging
 
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from channels.worker import Worker
@@ -9,6 +10,9 @@ from django.conf import settings
 from django.core.management import CommandError
 
 from streams.log.worker import PERSIST_CHANNEL, LogStreamWorker
+from streams.log.worker_port import WorkerPort
+
+logger = logging.getLogger(__name__)
 
 
 class EventhubWorker(Worker):
@@ -17,7 +21,19 @@ class EventhubWorker(Worker):
         others = [c for c in self.channels if c != PERSIST_CHANNEL]
         tasks = [asyncio.ensure_future(self.listener(c)) for c in others]
         if PERSIST_CHANNEL in self.channels:
-            await LogStreamWorker().run()
+            port = WorkerPort()
+            if settings.EVENTHUB_WORKER_METRICS_PORT:
+                # Before the worker says it reads the stream: a scraper may look from then on.
+                try:
+                    bound = port.start("0.0.0.0", settings.EVENTHUB_WORKER_METRICS_PORT)
+                    logger.info("worker metrics and health on port %d", bound)
+                except OSError as exc:
+                    # Persisting matters more than being watched: the worker goes on.
+                    logger.error("no worker metrics port: %s", exc)
+            try:
+                await LogStreamWorker(port).run()
+            finally:
+                port.stop()
             for task in tasks:
                 task.cancel()
         elif tasks:
