@@ -2,6 +2,7 @@
 out by the running process's engine and hub) and subscriber token revocations. The log's own
 writes are in `streams.log.writes`."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -10,11 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from streams import runtime
+from streams.backends import HubUnavailable
 from streams.envelope import Envelope
 from streams.models import RevokedToken
 from streams.revoked_tokens import TOKEN_MAX_TTL, revoked_tokens
 from tenants.actors import Actor
 from tenants.services import audit_record
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +39,13 @@ async def events_accept(
     accepted.
     """
     items = [(e.topic, e.type, e.data_json) for e in events]
-    await runtime.get_hub().start()
+    try:
+        await runtime.get_hub().start()
+    except Exception as exc:
+        # The hub joins the channel layer at the first publish or subscription: a layer whose
+        # Redis cannot be reached (down, or TLS-only to a plain redis:// URL) is a 503, not a 500.
+        logger.warning("could not join the channel layer (%s)", exc)
+        raise HubUnavailable(str(exc)) from exc
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
 
 
