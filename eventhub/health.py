@@ -2,16 +2,15 @@
 
 import logging
 
-import redis.asyncio
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import metrics, runtime
+from streams.redis_keys import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ async def _layer_ok() -> bool:
     layer = get_channel_layer()
     if isinstance(layer, InMemoryChannelLayer):
         return True
-    client = redis.asyncio.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    client = redis_client(timeout=1, connect_timeout=1)
     try:
         return bool(await client.ping())
     except Exception:

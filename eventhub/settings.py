@@ -6,6 +6,8 @@ from pathlib import Path
 import environ
 from django.core.management.utils import get_random_secret_key
 
+from eventhub.redis_connection import redis_host
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -114,12 +116,24 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Redis, for the channel layer and all shared state: a URL (rediss:// for TLS, verified against
+# the system's CAs or REDIS_TLS_CA_FILE), or Sentinels that name the master of a service.
+# REDIS is how every client connects (eventhub/redis_connection.py); None: the embedded default.
 REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
+REDIS = redis_host(
+    url=REDIS_URL,
+    tls_ca_file=env.str("REDIS_TLS_CA_FILE", default=""),
+    tls_verify=env.str("REDIS_TLS_VERIFY", default="1"),
+    sentinels=env.list("REDIS_SENTINELS", default=[]),
+    sentinel_service=env.str("REDIS_SENTINEL_SERVICE", default=""),
+    sentinel_password=env.str("REDIS_SENTINEL_PASSWORD", default=""),
+    password=env.str("REDIS_PASSWORD", default=""),
+)
+if REDIS is not None:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS]},
         }
     }
 else:

@@ -6,7 +6,9 @@ reads the stream."""
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from channels_redis.utils import create_pool
 from django.conf import settings
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from streams.envelope import Envelope
 
@@ -38,11 +40,26 @@ def envelope_from_member(tenant_id: int, member: bytes | str) -> Envelope:
     )
 
 
-def redis_client() -> aioredis.Redis:
-    return aioredis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=2,
-        socket_timeout=5,
+class HubRedis(aioredis.Redis):
+    """A client that, when closed, also closes its connections to the Sentinels it found the
+    master through (redis-py leaves them to the caller)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if isinstance(self.connection_pool, SentinelConnectionPool):
+            await self.connection_pool.sentinel_manager.aclose()
+
+
+def redis_client(*, timeout: float = 5.0, connect_timeout: float = 2.0) -> aioredis.Redis:
+    """A client of the hub's Redis (settings.REDIS: a URL, TLS or not, or a Sentinel service),
+    built by channels-redis' own `create_pool` so that it connects as the channel layer does."""
+    if settings.REDIS is None:
+        raise RuntimeError("no Redis is configured (REDIS_URL or REDIS_SENTINELS)")
+    host = dict(
+        settings.REDIS,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
         health_check_interval=10,
         retry_on_timeout=False,
     )
+    return HubRedis.from_pool(create_pool(host))

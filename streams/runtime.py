@@ -22,11 +22,11 @@ _hub: Hub | None = None
 
 
 def get_backend() -> Engine:
-    """The engine of the running loop: Redis when REDIS_URL is set, else this process."""
+    """The engine of the running loop: Redis when settings.REDIS is set, else this process."""
     global _backend
     loop = asyncio.get_running_loop()
     if _backend is None or _backend.loop is not loop:
-        _backend = RedisBackend() if settings.REDIS_URL else LocalBackend()
+        _backend = RedisBackend() if settings.REDIS else LocalBackend()
         _backend.start()
     return _backend
 

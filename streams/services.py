@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from streams import runtime
+from streams.backends import HubUnavailable
 from streams.envelope import Envelope
 from streams.groups import HUBS_GROUP
 from streams.layer_messages import token_revoked_message
@@ -42,7 +43,13 @@ async def events_accept(
     accepted.
     """
     items = [(e.topic, e.type, e.data_json) for e in events]
-    await runtime.get_hub().start()
+    try:
+        await runtime.get_hub().start()
+    except Exception as exc:
+        # The hub joins the channel layer at the first publish or subscription: a layer whose
+        # Redis cannot be reached (down, or TLS-only to a plain redis:// URL) is a 503, not a 500.
+        logger.warning("could not join the channel layer (%s)", exc)
+        raise HubUnavailable(str(exc)) from exc
     return await runtime.get_backend().publish(tenant_id, items, timezone.now(), rate)
 
 

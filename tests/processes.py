@@ -34,8 +34,7 @@ def procfile() -> dict[str, str]:
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTHUB_")}
-    env.pop("REDIS_URL", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTHUB_", "REDIS_"))}
     env.pop("DATABASE_URL", None)
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",

@@ -65,7 +65,7 @@ def hub_env(database: Path, **overrides: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("EVENTHUB_") and k not in {"REDIS_URL", "DATABASE_URL"}
+        if not k.startswith(("EVENTHUB_", "REDIS_")) and k != "DATABASE_URL"
     }
     env.update(HUB_ENV, DATABASE_URL=f"sqlite:///{database}")
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # the Procfile's daphne

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from eventhub.redis_connection import redis_host
 from streams.backends.redis import PROCESS_TTL, PROCESSES, RedisBackend
 from streams.redis_keys import tenant_key
 
@@ -17,7 +18,7 @@ LOCAL = {"websocket": 0, "sse": 0}  # the Redis engine counts in Redis, not from
 
 @pytest.fixture
 async def engines(redis_url, settings):
-    settings.REDIS_URL = redis_url
+    settings.REDIS = redis_host(url=redis_url)
     made = [RedisBackend(), RedisBackend()]
     yield made
     for engine in made:

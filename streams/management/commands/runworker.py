@@ -45,9 +45,9 @@ class Command(ChannelsRunworker):
     worker_class = EventhubWorker
 
     def handle(self, *args, **options):
-        if PERSIST_CHANNEL in options["channels"] and not settings.REDIS_URL:
+        if PERSIST_CHANNEL in options["channels"] and not settings.REDIS:
             raise CommandError(
-                "Without REDIS_URL the event log is persisted inside the web process; "
-                "no worker is needed. Set REDIS_URL to run separate persistence workers."
+                "Without REDIS_URL or REDIS_SENTINELS the event log is persisted inside the web "
+                "process; no worker is needed. Set one to run separate persistence workers."
             )
         super().handle(*args, **options)
