@@ -55,7 +55,7 @@ def json_error(request, status_code: int, detail: str) -> JsonResponse:
 
 class DatabaseUnavailableMiddleware:
     """Answers 503 with Retry-After, not 500, when a page (the admin, the dashboard) fails
-    because the database is unreachable."""
+    because the database or Redis is unreachable."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -66,10 +66,14 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request, exception):
         """Called by Django when a view raised."""
         if isinstance(exception, OperationalError | InterfaceError):
-            response = json_error(request, 503, DATABASE_UNREACHABLE)
-            response["Retry-After"] = "5"
-            return response
-        return None
+            detail = DATABASE_UNREACHABLE
+        elif isinstance(exception, HubUnavailable):
+            detail = "The hub cannot reach its shared state (Redis); retry shortly."
+        else:
+            return None
+        response = json_error(request, 503, detail)
+        response["Retry-After"] = "5"
+        return response
 
 
 def not_found(request, exception=None):

@@ -112,7 +112,10 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": env.int("DATABASE_POOL_SIZE", default=20),
-        "timeout": 10,
+        # How long a request waits for a connection: while the database is down, each one
+        # that needs it waits this long before its 503 (keys read before are served from
+        # memory meanwhile: tenants/selectors.py).
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

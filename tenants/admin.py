@@ -59,7 +59,10 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.display(description="Live connections")
     def live_connections(self, tenant) -> str:
-        connections = tenant_stats(tenant_id=tenant.pk)["connections"]
+        try:
+            connections = tenant_stats(tenant_id=tenant.pk)["connections"]
+        except Exception:  # Redis is down: the list of tenants still shows
+            return "unavailable"
         return f"{connections['websocket']} ws · {connections['sse']} sse"
 
     # permissions=["change"]: without it Django offers an action to anyone who may see the

@@ -98,16 +98,40 @@ def _cached(digest: str) -> tuple[bool, Principal | None]:
     return False, None
 
 
+# After a look-up failed, keys known from before are served from memory for this long without
+# asking the database again: each try waits for the pool's timeout while it is down.
+_OUTAGE_BACKOFF_SECONDS = 5.0
+_database_down_until = 0.0
+
+
+def _known_while_down(digest: str) -> tuple[bool, Principal | None]:
+    """(True, what was read before) while a recent look-up found the database down."""
+    if time.monotonic() >= _database_down_until:
+        return False, None
+    if _read_recently(digest):
+        return True, _cache[digest][0]
+    return False, None
+
+
+def _read_recently(digest: str) -> bool:
+    """Whether the cache holds what a look-up read within EVENTHUB_KEY_STALE_SECONDS."""
+    entry = _cache.get(digest)
+    if entry is None:
+        return False
+    read_at = entry[1] - settings.EVENTHUB_KEY_CACHE_SECONDS
+    return read_at + settings.EVENTHUB_KEY_STALE_SECONDS > time.monotonic()
+
+
 def _stale(digest: str, error: DatabaseError) -> Principal | None:
     """What the process last read for a key, while the database cannot answer: a database
     outage must not refuse every publisher and subscriber the hub knows (the publish path
     needs no database otherwise). Only for EVENTHUB_KEY_STALE_SECONDS after that read;
     CredentialsUnavailable beyond, or for a key it never read."""
-    entry = _cache.get(digest)
-    stale_for = settings.EVENTHUB_KEY_STALE_SECONDS
-    if entry is not None and entry[1] + stale_for > time.monotonic():
+    global _database_down_until
+    _database_down_until = time.monotonic() + _OUTAGE_BACKOFF_SECONDS
+    if _read_recently(digest):
         logger.warning("database unreachable (%s); using a key as read before", error)
-        return entry[0]
+        return _cache[digest][0]
     raise CredentialsUnavailable("The database is unreachable; retry shortly.") from error
 
 
@@ -129,6 +153,8 @@ def api_key_principal(*, raw_key: str) -> Principal | None:
     """
     digest = key_hash(raw_key)
     hit, principal = _cached(digest)
+    if not hit:
+        hit, principal = _known_while_down(digest)
     if hit:
         return principal
     generation = _generation
@@ -154,6 +180,8 @@ def api_key_principal_by_id(*, key_id: int) -> Principal | None:
     subscribes with the token); read at most once per key per cache period, as by key."""
     slot = f"id:{key_id}"
     hit, principal = _cached(slot)
+    if not hit:
+        hit, principal = _known_while_down(slot)
     if hit:
         return principal
     generation = _generation

@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from streams import metrics
-from streams.backends import HubUnavailable, RateLimited
+from streams.backends import HubUnavailable, LogBacklogFull, RateLimited
 from streams.backends.local_idempotency import IdempotencyStore
 from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
@@ -86,6 +86,10 @@ class LocalBackend:
         if self.closing:
             # Everything accepted must reach the log before the process exits.
             raise HubUnavailable("the server is shutting down")
+        if self.log_queue.backlog + len(items) > settings.EVENTHUB_LOG_BACKLOG_MAX:
+            # The database has not taken what was accepted for a while (it is down): memory
+            # stays bounded, and the publisher hears so and retries.
+            raise LogBacklogFull("the event log's backlog is full")
         if rate:
             wait = self._buckets.take(tenant_id=tenant_id, rate=rate, count=len(items))
             if wait:

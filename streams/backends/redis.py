@@ -21,7 +21,7 @@ from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
 from streams import metrics
-from streams.backends import HubUnavailable, RateLimited
+from streams.backends import HubUnavailable, LogBacklogFull, RateLimited
 from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
 from streams.layer_messages import published_message
@@ -44,6 +44,8 @@ local last = redis.call('HGET', KEYS[1], 'last')
 if not last then return redis.error_reply('NOSEED') end
 local n = tonumber(ARGV[4])
 local rate = tonumber(ARGV[5])
+-- The stream holds what no worker has committed: bounded, whatever the database does.
+if redis.call('XLEN', KEYS[3]) + n > tonumber(ARGV[6]) then return {-2, '0'} end
 if rate > 0 then
   -- Token bucket of `rate` events/s with a burst of `rate`, shared by every process.
   local now = redis.call('TIME')
@@ -65,7 +67,7 @@ local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local first = redis.call('HINCRBY', KEYS[1], 'last', n) - n + 1
 for i = 0, n - 1 do
   local seq = string.format('%d', first + i)
-  local b = 6 + i * 3
+  local b = 7 + i * 3
   local member = '[' .. seq .. ',"' .. seq .. '-' .. epoch .. '",' .. ARGV[b] .. ',' ..
     ARGV[b + 1] .. ',' .. ARGV[3] .. ',' .. ARGV[b + 2] .. ']'
   redis.call('ZADD', KEYS[2], seq, member)
@@ -218,7 +220,7 @@ class RedisBackend:
         rate: int | None = None,
     ) -> list[Envelope]:
         args = [tenant_id, settings.EVENTHUB_REPLAY_WINDOW, repr(received_at.timestamp())]
-        args += [len(items), rate or 0]
+        args += [len(items), rate or 0, settings.EVENTHUB_LOG_BACKLOG_MAX]
         for topic, type_, data_json in items:
             args += [json.dumps(topic), json.dumps(type_), data_json]
         keys = [tenant_key(tenant_id, "seq"), tenant_key(tenant_id, "buffer"), LOG_STREAM]
@@ -235,6 +237,8 @@ class RedisBackend:
             raise HubUnavailable(str(exc)) from exc
         if first == -1:
             raise RateLimited(float(epoch))
+        if first == -2:
+            raise LogBacklogFull("the event log's backlog is full")
         epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
         envelopes = [
             Envelope.build(

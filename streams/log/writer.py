@@ -77,6 +77,11 @@ class LocalLogQueue:
         self._idle.clear()
         self._wakeup.set()
 
+    @property
+    def backlog(self) -> int:
+        """Events queued and not yet written, over every tenant."""
+        return self._queued - self._written
+
     def pending(self, tenant_id: int) -> tuple[int, float]:
         """Returns (events not yet in the log, age in seconds of the oldest one)."""
         times = self._pending.get(tenant_id)

@@ -3,13 +3,16 @@
 Under CI=true a missing Redis or PostgreSQL fails these tests; elsewhere it skips them.
 """
 
+import contextlib
 import os
 import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from contextlib import closing
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -175,3 +178,59 @@ def two_webs(make_cluster, pg_database, redis_url):
     cluster.worker = cluster.start("worker")
     cluster.key = cluster.tenant_key("acme")
     return cluster
+
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (initdb on a free port, run as the `postgres`
+    user when the tests run as root, as initdb requires), so that a test may stop it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # Under /tmp, not pytest's tmp_path: the postgres user must reach it.
+        self.workdir = Path(tempfile.mkdtemp(prefix="eventhub-pg-", dir="/tmp"))
+        self.data = self.workdir / "data"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        else:
+            self._as = []
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def _run(self, tool: str, *args: str) -> None:
+        assert PG_BIN is not None, "PostgreSQL's binaries are not installed"
+        done = subprocess.run(
+            [*self._as, str(PG_BIN / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"{tool} failed:\n{done.stdout}\n{done.stderr}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.workdir / "postgres.log")
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "-t", "30",
+                  "start")  # fmt: skip
+
+    def stop(self) -> None:
+        """A fast shutdown: every connection is dropped, as in an outage."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres():
+    _require("PostgreSQL's initdb", PG_BIN is not None and shutil.which("runuser") is not None)
+    server = OwnPostgres()
+    server.start()
+    yield server
+    server.remove()
