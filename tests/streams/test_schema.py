@@ -24,3 +24,16 @@ async def test_publishing_documents_its_error_answers(path):
 async def test_history_documents_its_error_answers():
     responses = (await schema())["paths"]["/api/v1/events"]["get"]["responses"]
     assert {"200", "400", "401", "403"} <= set(responses)
+
+
+async def test_tokens_document_their_holder_their_id_and_their_revocation():
+    document = await schema()
+    issue = document["paths"]["/api/v1/tokens"]["post"]
+    revoke = document["paths"]["/api/v1/tokens/{token_id}"]["delete"]
+    token_input = document["components"]["schemas"]["TokenInput"]["properties"]
+    token = document["components"]["schemas"]["Token"]["properties"]
+
+    assert {"topics", "ttl", "user", "info"} <= set(token_input)
+    assert {"token", "id", "expires_at"} <= set(token)
+    assert "201" in issue["responses"]
+    assert {"204", "401", "403", "404"} <= set(revoke["responses"])
