@@ -176,6 +176,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = EVENTHUB_MAX_BODY_BYTES
 
 EVENTHUB_HEARTBEAT_INTERVAL = env.float("EVENTHUB_HEARTBEAT_INTERVAL", default=15.0)
 EVENTHUB_STALE_TIMEOUT = env.float("EVENTHUB_STALE_TIMEOUT", default=30.0)
+# Presence: a user leaves a topic this long after its last connection there went away.
+EVENTHUB_PRESENCE_GRACE = env.float("EVENTHUB_PRESENCE_GRACE", default=5.0)
+# Users listed per exact topic, and per tenant over its topics; beyond, counted, not listed.
+EVENTHUB_PRESENCE_MAX_PER_TOPIC = env.int("EVENTHUB_PRESENCE_MAX_PER_TOPIC", default=1000)
+EVENTHUB_PRESENCE_MAX_PER_TENANT = env.int("EVENTHUB_PRESENCE_MAX_PER_TENANT", default=10000)
 EVENTHUB_MAX_EVENT_BYTES = env.int("EVENTHUB_MAX_EVENT_BYTES", default=65536)
 EVENTHUB_MAX_BATCH = env.int("EVENTHUB_MAX_BATCH", default=500)
 EVENTHUB_REPLAY_WINDOW = env.int("EVENTHUB_REPLAY_WINDOW", default=1000)

@@ -1,4 +1,5 @@
-"""Provides the REST API of the streams app: publish, history, subscriber tokens and stats."""
+"""Provides the REST API of the streams app: publish, history, subscriber tokens, presence and
+stats."""
 
 import contextlib
 import json
@@ -32,10 +33,11 @@ from streams.event_input import (
     body_limit,
 )
 from streams.log import reads as log_reads
+from streams.presence.selectors import presence_get
 from streams.publishing import publish_request
 from streams.revoked_tokens import TOKEN_MAX_TTL
 from streams.tokens import token_id_valid, token_sign
-from streams.topics import MAX_PATTERNS, PATTERN_RE, pattern_valid
+from streams.topics import MAX_PATTERNS, PATTERN_RE, TOPIC_RE, pattern_valid
 from tenants.actors import Actor
 
 
@@ -350,3 +352,37 @@ class StatsApi(APIView):
     )
     def get(self, request):
         return Response(selectors.tenant_stats(tenant_id=request.auth.tenant_id))
+
+
+class PresenceGetApi(APIView):
+    """`/api/v1/presence?topic=T`: who is connected to an exact topic, over every process."""
+
+    required_scope = "history"
+
+    class QuerySerializer(serializers.Serializer):
+        topic = serializers.RegexField(TOPIC_RE)
+
+    @extend_schema(
+        operation_id="presence",
+        parameters=[OpenApiParameter("topic", str, required=True, description="An exact topic.")],
+        responses={
+            200: inline_serializer(
+                "Presence",
+                {
+                    "topic": serializers.CharField(),
+                    "connections": serializers.IntegerField(),
+                    "users": serializers.ListField(child=serializers.DictField()),
+                    "truncated": serializers.BooleanField(
+                        required=False,
+                        help_text="Present (true) when the presence caps left users unlisted.",
+                    ),
+                },
+            ),
+            **READ_ERRORS,
+        },
+    )
+    def get(self, request):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        tenant_id = request.auth.tenant_id
+        return Response(presence_get(tenant_id=tenant_id, topic=query.validated_data["topic"]))

@@ -9,5 +9,6 @@ urlpatterns = [
     path("events/batch", apis.EventBatchPublishApi.as_view(), name="events-batch"),
     path("tokens", apis.TokenIssueApi.as_view(), name="tokens"),
     path("tokens/<str:token_id>", apis.TokenRevokeApi.as_view(), name="token"),
+    path("presence", apis.PresenceGetApi.as_view(), name="presence"),
     path("stats", apis.StatsApi.as_view(), name="stats"),
 ]

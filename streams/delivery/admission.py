@@ -16,6 +16,7 @@ from streams import runtime
 from streams.delivery.hub import ConnectionLimitReached, Subscriber
 from streams.delivery.replay import NOT_RECOVERED, ReplayPlan, replay_plan
 from streams.envelope import event_id_parse
+from streams.presence.tracker import exact_topics
 from streams.revoked_tokens import atoken_revoked
 from streams.tokens import TokenExpired, TokenGrant, TokenInvalid, token_verify
 from streams.topics import pattern_within, patterns_parse
@@ -41,6 +42,7 @@ class Admission:
     max_connections: int | None
     session: tuple[int, str] | None = None  # (user id, session key) of a dashboard session
     token: TokenGrant | None = None  # when a subscriber token admitted it
+    presence: bool = False  # it asked for presence (`presence=1`): a snapshot, join / leave
 
 
 class Refusal(Exception):
@@ -188,6 +190,7 @@ async def subscription_admit(scope: dict, *, last_event_id_header: bool) -> Admi
         max_connections=credential.max_connections,
         session=credential.session,
         token=credential.token,
+        presence=query.get("presence") in ("1", "true"),
     )
 
 
@@ -195,11 +198,32 @@ def iso_time(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
-def welcome(sub: Subscriber, *, recovered: bool) -> dict:
+async def presence_snapshot(sub: Subscriber) -> dict[str, list[dict]] | None:
+    """For a connection that asked for presence, who is present on each exact topic of its
+    subscription (itself included), for its welcome; None when it did not ask. A topic beyond
+    the presence caps lists whom it can (the API says `truncated`)."""
+    if not sub.presence:
+        return None
+    tracker = runtime.get_hub().presence
+    present: dict[str, list[dict]] = {}
+    for topic in exact_topics(sub.patterns):
+        try:
+            snapshot = await tracker.snapshot(tenant_id=sub.tenant_id, topic=topic)
+        except Exception:
+            logger.warning("presence: no snapshot of %r for a welcome", topic)
+            snapshot = {"users": []}
+        present[topic] = [{"user": u["user"], "info": u["info"]} for u in snapshot["users"]]
+    return present
+
+
+def welcome(
+    sub: Subscriber, *, recovered: bool, presence: dict[str, list[dict]] | None = None
+) -> dict:
     """The first frame of a connection, the same on both transports. A connection opened with
     a token is told when the token expires (`token_expires_at`), so that a client knows when
-    to refresh it however it got the token."""
-    frame = {
+    to refresh it however it got the token; one that asked for presence gets who is present
+    (`presence_snapshot`)."""
+    frame: dict = {
         "type": "welcome",
         "connection_id": sub.connection_id,
         "heartbeat": settings.EVENTHUB_HEARTBEAT_INTERVAL,
@@ -207,6 +231,8 @@ def welcome(sub: Subscriber, *, recovered: bool) -> dict:
     }
     if sub.token is not None:
         frame["token_expires_at"] = iso_time(sub.token.expires_at)
+    if presence is not None:
+        frame["presence"] = presence
     return frame
 
 

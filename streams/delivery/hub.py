@@ -8,6 +8,7 @@ tenant's state and lock, and read best together."""
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -24,6 +25,10 @@ from streams.envelope import Envelope
 from streams.groups import HUBS_GROUP, tenant_group
 from streams.layer_messages import published_envelopes, revoked_token
 from streams.loop_watch import loop_watch
+from streams.presence.changes import JOIN, LEAVE, Change, presence_change, presence_message
+from streams.presence.redis_store import RedisStore
+from streams.presence.store import LocalStore, PresenceStore
+from streams.presence.tracker import PresenceTracker
 from streams.revoked_tokens import revoked_tokens
 from streams.tasks import background_task
 from streams.tokens import TokenGrant
@@ -62,6 +67,13 @@ class Hub:
         self._group_lock = asyncio.Lock()
         self.closing = False
         self.supervisor = Supervisor(self)
+        redis = getattr(backend, "redis", None)
+        store: PresenceStore = LocalStore() if redis is None else RedisStore(redis)
+        self.presence = PresenceTracker(
+            store=store,
+            process=getattr(backend, "process_id", "local"),
+            notify=self._presence_notify,
+        )
 
     # Lifecycle -----------------------------------------------------------------------------
 
@@ -93,6 +105,7 @@ class Hub:
                     await sub.close(code, reason)
         for sub in subs:
             await self.unsubscribe(sub)
+        await self.presence.close()
         tasks = [*self._tasks, *self._drains]
         for task in tasks:
             task.cancel()
@@ -138,6 +151,14 @@ class Hub:
                     raise ConnectionLimitReached
             tenant.add(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
+        token = sub.token
+        await self.presence.connect(
+            connection_id=sub.connection_id,
+            tenant_id=sub.tenant_id,
+            patterns=sub.patterns,
+            user=token.user if token is not None else None,
+            info=token.info if token is not None else None,
+        )
         if max_connections is None:  # a limited tenant's connection was counted when admitted
             await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
 
@@ -152,6 +173,7 @@ class Hub:
             if tenant is None or not tenant.remove(sub):
                 return
             metrics.CONNECTIONS.labels(sub.transport).dec()
+            self.presence.disconnect(sub.connection_id)
             if not tenant.subscribers:
                 await self._forget_tenant(sub.tenant_id)
         await self.backend.connection_change(sub.tenant_id, sub.transport, -1)
@@ -253,6 +275,47 @@ class Hub:
         for sub in list(tenant.subscribers):
             if sub.token is not None and sub.token.token_id == token_id:
                 self.end_now(sub, 4403, "The token of this connection was revoked.")
+
+    # Presence ------------------------------------------------------------------------------
+
+    async def _presence_notify(self, change: Change) -> None:
+        """Called by the tracker with each change it makes: every hub with a connection of the
+        tenant gets it (`presence_changed`), this one included."""
+        await self.layer.group_send(tenant_group(change.tenant_id), presence_message(change))
+
+    def presence_changed(self, change: Change) -> None:
+        """Called with each `presence.changed` layer message: sends a join or leave frame to
+        this process's welcomed connections that asked for presence (`presence=1`) and
+        subscribed to that exact topic; a user is not told of its own join."""
+        if change.kind not in (JOIN, LEAVE):
+            return
+        tenant = self.tenants.get(change.tenant_id)
+        if tenant is None:
+            return
+        recipients = [
+            sub
+            for sub in tenant.subscribers
+            if sub.presence
+            and not sub.closed
+            and not sub.opening
+            and change.topic in sub.patterns
+            and not (change.kind == JOIN and _user_of(sub) == change.user)
+        ]
+        if not recipients:
+            return
+        text = json.dumps(change.frame(), separators=(",", ":"))
+        task = self.loop.create_task(self._send_presence(recipients, change.kind, text))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _send_presence(self, recipients: list[Subscriber], kind: str, text: str) -> None:
+        for sub in recipients:
+            if sub.closed:
+                continue
+            try:
+                await sub.send_presence(kind, text)
+            except Exception:
+                self.drop(sub)
 
     def drop(self, sub: Subscriber, code: int = 1011, reason: str = "send failed") -> None:
         """Closes a connection that failed or fell behind, outside the loop that found it."""
@@ -552,8 +615,16 @@ class Hub:
                 revoked = revoked_token(message)
                 if revoked is not None:
                     self.token_revoked(*revoked)
+                    continue
+                change = presence_change(message)
+                if change is not None:
+                    self.presence_changed(change)
             except Exception:
                 logger.exception("hub failed to take a message")
+
+
+def _user_of(sub: Subscriber) -> str | None:
+    return sub.token.user if sub.token is not None else None
 
 
 __all__ = ["ConnectionLimitReached", "Hub", "Subscriber", "TenantHub"]

@@ -98,6 +98,7 @@ class Subscriber:
         "patterns",
         "pending",
         "pending_bytes",
+        "presence",
         "send",
         "session",
         "tenant_id",
@@ -117,6 +118,7 @@ class Subscriber:
         close: Close,
         session: tuple[int, str] | None = None,
         token: TokenGrant | None = None,
+        presence: bool = False,
     ) -> None:
         self.connection_id = uuid.uuid4().hex
         self.transport = transport
@@ -126,6 +128,7 @@ class Subscriber:
         # The subscriber token it holds now (its expiry ends the connection; see Hub), if any.
         self.token = token
         self.expiry: asyncio.TimerHandle | None = None
+        self.presence = presence  # it asked for join / leave frames (`presence=1`)
         self.patterns = tuple(patterns)
         self.send = server_send(send)
         self.close = close
@@ -174,6 +177,10 @@ class Subscriber:
         """Sends the heartbeat's ping, straight to the socket where it can."""
         raise NotImplementedError
 
+    async def send_presence(self, kind: str, text: str) -> None:
+        """Sends a presence frame (`kind`: join or leave; `text`: its JSON), without an id."""
+        raise NotImplementedError
+
 
 class WebSocketSubscriber(Subscriber):
     """A WebSocket client: events as text frames, pings as `{"type":"ping"}`; closed when it
@@ -194,6 +201,9 @@ class WebSocketSubscriber(Subscriber):
         if self.write_frame is None or not self.write_frame(PING_WS_FRAME):
             await self.send(PING_WS)
 
+    async def send_presence(self, kind: str, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
 
 class SseSubscriber(Subscriber):
     """An SSE stream: events as `id:`/`event:`/`data:` blocks in one chunk, pings as a `: ping`
@@ -206,6 +216,10 @@ class SseSubscriber(Subscriber):
 
     async def send_ping(self) -> None:
         await self.send(PING_SSE)
+
+    async def send_presence(self, kind: str, text: str) -> None:
+        body = f"event: {kind}\ndata: {text}\n\n".encode()
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 _KINDS: dict[str, type[Subscriber]] = {"websocket": WebSocketSubscriber, "sse": SseSubscriber}

@@ -48,6 +48,7 @@ class Supervisor:
             try:
                 now = time.monotonic()
                 await self._beat(now, interval, stale)
+                await self._presence_lease()
                 await self._catch_up()
                 if now >= next_auth_check:
                     next_auth_check = now + AUTH_RECHECK_SECONDS
@@ -59,6 +60,14 @@ class Supervisor:
                 raise
             except Exception:
                 logger.exception("heartbeat tick failed")
+
+    async def _presence_lease(self) -> None:
+        """Renews this process's presence lease, and takes out the presence of processes whose
+        lease ran out (killed ones: theirs leave within three heartbeat intervals)."""
+        try:
+            await self.hub.presence.heartbeat()
+        except Exception:
+            logger.warning("could not renew the presence lease; will retry")
 
     async def _close_revoked(self) -> None:
         """Closes connections whose key was revoked, expired or lost its `subscribe` scope,

@@ -7,7 +7,13 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
 from streams import runtime
-from streams.delivery.admission import Refusal, subscription_admit, subscription_start, welcome
+from streams.delivery.admission import (
+    Refusal,
+    presence_snapshot,
+    subscription_admit,
+    subscription_start,
+    welcome,
+)
 from streams.delivery.consumers.membership import HubMembershipMixin
 from streams.delivery.hub import Subscriber
 
@@ -50,8 +56,10 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 close=self._end_stream,
                 session=admission.session,
                 token=admission.token,
+                presence=admission.presence,
             )
             plan = await subscription_start(self.sub, admission)
+            presence = await presence_snapshot(self.sub)
         except Refusal as refusal:
             self.sub = None
             extra = [(b"www-authenticate", b"Bearer")] if refusal.http_status == 401 else []
@@ -59,7 +67,8 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
                 extra.append((b"retry-after", b"5"))
             await self._refuse(refusal.http_status, refusal.detail, extra=extra)
             return
-        frame = json.dumps(welcome(self.sub, recovered=plan.recovered), separators=(",", ":"))
+        greeting = welcome(self.sub, recovered=plan.recovered, presence=presence)
+        frame = json.dumps(greeting, separators=(",", ":"))
         opening = f"retry: 3000\n\nevent: welcome\ndata: {frame}\n\n".encode()
         await self.send_headers(status=200, headers=STREAM_HEADERS)
         await self.send_body(opening, more_body=True)

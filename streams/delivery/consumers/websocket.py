@@ -11,6 +11,7 @@ from streams import runtime
 from streams.delivery.admission import (
     Refusal,
     iso_time,
+    presence_snapshot,
     subscription_admit,
     subscription_start,
     token_refresh,
@@ -146,15 +147,17 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
                 close=self._close,
                 session=admission.session,
                 token=admission.token,
+                presence=admission.presence,
             )
             plan = await subscription_start(self.sub, admission)
+            presence = await presence_snapshot(self.sub)
         except Refusal as refusal:
             # %r: a detail may quote what the client sent.
             logger.info("websocket refused (%s): %r", refusal.close_code, refusal.detail)
             await self._close(refusal.close_code, refusal.detail[:120])
             return
         take_pongs_in_place(server_protocol(self.base_send), self.sub)
-        await self.send_json(welcome(self.sub, recovered=plan.recovered))
+        await self.send_json(welcome(self.sub, recovered=plan.recovered, presence=presence))
         self.replay(plan)
 
     async def _close(self, code: int, reason: str) -> None:
