@@ -48,6 +48,8 @@ redis.call('HINCRBY', KEYS[1], holder, 1)
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('SADD', KEYS[3], KEYS[1])
 redis.call('EXPIRE', KEYS[3], ARGV[7])
+-- A process killed before its first heartbeat must still be taken out.
+redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[1])
 return {1, new_user and 1 or 0, occupied and 1 or 0, 1}
 """
 
@@ -120,7 +122,7 @@ class RedisStore:
     ) -> Put:
         key = topic_key(tenant_id, topic)
         listed, joined, occupied, created = await self._put(
-            keys=[key, _tenant_users_key(tenant_id), _held_key(process)],
+            keys=[key, _tenant_users_key(tenant_id), _held_key(process), LEASES],
             args=[
                 process,
                 user,
@@ -129,6 +131,7 @@ class RedisStore:
                 settings.EVENTHUB_PRESENCE_MAX_PER_TOPIC,
                 settings.EVENTHUB_PRESENCE_MAX_PER_TENANT,
                 KEY_TTL,
+                time.time() + LEASE_INTERVALS * settings.EVENTHUB_HEARTBEAT_INTERVAL,
             ],
         )
         if created:
