@@ -159,6 +159,8 @@ class Hub:
             user=token.user if token is not None else None,
             info=token.info if token is not None else None,
         )
+        if sub.closed:
+            self.presence.disconnect(sub.connection_id)  # it left while it was being counted
         if max_connections is None:  # a limited tenant's connection was counted when admitted
             await self.backend.connection_change(sub.tenant_id, sub.transport, 1)
 

@@ -74,9 +74,10 @@ class PresenceTracker:
         topics = exact_topics(patterns)
         if not topics:
             return
+        # Known before the lock is taken: a disconnect meanwhile queues behind this connect.
+        held: list[tuple[str, str]] = []
+        self._connections[connection_id] = (tenant_id, held)
         async with self._lock:
-            held: list[tuple[str, str]] = []
-            self._connections[connection_id] = (tenant_id, held)
             for topic in topics:
                 try:
                     held.append((topic, await self._add(tenant_id, topic, user or ANONYMOUS, info)))

@@ -247,3 +247,21 @@ async def test_on_redis_a_dead_processes_users_leave_when_its_lease_runs_out(cli
         b"eventhub:t:1:presence-users",
         b"eventhub:t:1:presence:room",
     ]
+
+
+async def test_a_disconnect_while_the_connect_is_being_counted_leaves_nothing_behind():
+    tracker, seen = tracker_on(LocalStore())
+    await connect(tracker, "busy")
+    connecting = asyncio.ensure_future(
+        tracker.connect(
+            connection_id="early", tenant_id=1, patterns=("room",), user="frank", info=None
+        )
+    )
+    async with tracker._lock:  # another connection's write is under way
+        await asyncio.sleep(0)  # the connect has begun, and waits for it
+        tracker.disconnect("early")
+    await connecting
+    await settled(tracker, GRACE * 2)
+    assert (LEAVE, "frank") in seen.kinds()
+    users = [u["user"] for u in (await tracker.snapshot(tenant_id=1, topic="room"))["users"]]
+    assert users == ["busy"]
