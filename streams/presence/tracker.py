@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 Notify = Callable[[Change], Awaitable[None]]
 
+RETRY_SECONDS = 1.0  # between attempts to take a user out of a store that did not answer
+
 
 def exact_topics(patterns: Iterable[str]) -> list[str]:
     """The topics of a subscription a connection is present on: its patterns without `*`."""
@@ -167,16 +169,18 @@ class PresenceTracker:
             entry = self._entries.get(key)
             if entry is None or entry.connections > 0:
                 return  # back within the grace
-            del self._entries[key]
             tenant_id, topic, user = key
             try:
                 drop = await self.store.drop(
                     tenant_id=tenant_id, topic=topic, process=self.process, user=user
                 )
             except Exception:
-                # The lease runs out if the store stays unreachable: others take it out then.
-                logger.warning("presence: could not take %r out of %r", user, topic)
+                # This process's lease goes on: tried again until the store answers, or the
+                # user is back.
+                logger.warning("presence: could not take %r out of %r; will retry", user, topic)
+                entry.grace = self.loop.call_later(RETRY_SECONDS, self._graced, key)
                 return
+            del self._entries[key]
             if drop.left and listed_user(user):
                 await self._notify(Change(LEAVE, tenant_id, topic, user))
             if drop.vacated:

@@ -265,3 +265,27 @@ async def test_a_disconnect_while_the_connect_is_being_counted_leaves_nothing_be
     assert (LEAVE, "frank") in seen.kinds()
     users = [u["user"] for u in (await tracker.snapshot(tenant_id=1, topic="room"))["users"]]
     assert users == ["busy"]
+
+
+class FlakyStore(LocalStore):
+    """A store whose drops fail until told otherwise (Redis down for a while)."""
+
+    down = True
+
+    async def drop(self, **kwargs):
+        if self.down:
+            raise ConnectionError("store down")
+        return await super().drop(**kwargs)
+
+
+async def test_a_leave_the_store_could_not_take_is_tried_again(monkeypatch):
+    monkeypatch.setattr("streams.presence.tracker.RETRY_SECONDS", 0.05)
+    store = FlakyStore()
+    tracker, seen = tracker_on(store)
+    tracker.disconnect(await connect(tracker, "gia"))
+    await settled(tracker, GRACE * 2)
+    assert (LEAVE, "gia") not in seen.kinds()
+    store.down = False
+    await settled(tracker, 0.2)
+    assert (LEAVE, "gia") in seen.kinds()
+    assert store.topics == {}
