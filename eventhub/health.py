@@ -49,7 +49,10 @@ def readyz(request):
 
 
 @require_GET
-def metrics_view(request):
+async def metrics_view(request):
+    """Prometheus text. Async so that it runs on the serving loop, where the loop's own gauges
+    can be read (`runtime.sample_loop_gauges`)."""
+    runtime.sample_loop_gauges()
     backend = runtime.peek_backend()
     lag = backend.log_lag_seconds() if backend is not None else None
     if lag is not None:
