@@ -51,17 +51,15 @@ def readyz(request):
     )
 
 
-async def _log_backlog() -> tuple[int, float]:
-    # On the serving loop, where the engine lives (started here if nothing else has yet).
-    return await runtime.get_backend().log_backlog()
-
-
 @require_GET
-def metrics_view(request):
+async def metrics_view(request):
+    """Prometheus text. Async so that it runs on the serving loop, where the loop's own gauges
+    can be read (`runtime.sample_loop_gauges`) and the engine lives."""
+    runtime.sample_loop_gauges()
     # The log's backlog as the engine knows it: with Redis, every process reports the same
     # truth (the worker's stream), not what this process happened to count.
     try:
-        pending, lag = async_to_sync(_log_backlog)()
+        pending, lag = await runtime.get_backend().log_backlog()
     except Exception as error:
         # Redis is down: the gauges keep their last values; /readyz says why.
         logger.warning("could not read the log's backlog for /metrics: %s", error)

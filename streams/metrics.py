@@ -48,6 +48,14 @@ WORKER_ERRORS = Counter(
 CONNECTIONS_CLOSED = Counter(
     "eventhub_connections_closed", "Connections closed by the hub", ["reason"]
 )
+# Set at scrape time (`runtime.sample_loop_gauges`), never on an event's path: after any
+# amount of churn they return to what an idle process shows, or something is held for the gone.
+ASYNCIO_TASKS = Gauge("eventhub_asyncio_tasks", "Tasks alive on the serving event loop")
+HUB_TENANTS = Gauge(
+    "eventhub_hub_tenants",
+    "Tenants this process's hub has joined (its channel-layer group memberships)",
+)
+HUB_SUBSCRIBERS = Gauge("eventhub_hub_subscribers", "Connections held by this process's hub")
 
 
 PUBLISH_REQUESTS = Counter(

@@ -10,6 +10,7 @@ import time
 
 from django.conf import settings
 
+from streams import metrics
 from streams.backends.local import LocalBackend
 from streams.backends.redis import RedisBackend
 from streams.delivery.hub import Hub
@@ -46,6 +47,17 @@ def peek_hub() -> Hub | None:
 
 def peek_backend() -> Engine | None:
     return _backend
+
+
+def sample_loop_gauges() -> None:
+    """Called by the /metrics view, on the serving loop: sets the gauges of the loop's tasks
+    and of the hub's tenants and connections. On the loop's own thread because
+    `asyncio.all_tasks` read from another thread races the loop adding and removing tasks."""
+    loop = asyncio.get_running_loop()
+    metrics.ASYNCIO_TASKS.set(len(asyncio.all_tasks(loop)))
+    tenants = list(_hub.tenants.values()) if _hub is not None and _hub.loop is loop else []
+    metrics.HUB_TENANTS.set(len(tenants))
+    metrics.HUB_SUBSCRIBERS.set(sum(len(tenant.subscribers) for tenant in tenants))
 
 
 async def shutdown() -> None:

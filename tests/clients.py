@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import httpx
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 
@@ -263,3 +264,16 @@ async def publish(client: httpx.AsyncClient, base_url: str, key: str, topic: str
     )
     assert response.status_code == 202, response.text
     return response.json()
+
+
+async def scrape(client: httpx.AsyncClient, base_url: str) -> dict[str, float]:
+    """A server's /metrics, each sample by its name and labels as Prometheus prints them
+    (`eventhub_connections{transport="sse"}`, `process_resident_memory_bytes`)."""
+    response = await client.get(f"{base_url}/metrics")
+    assert response.status_code == 200, response.text
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples

@@ -4,6 +4,7 @@ replay task that a consumer starts once it has welcomed its client."""
 import asyncio
 
 from streams import runtime
+from streams.delivery.daphne_transport import release_write_buffer
 from streams.delivery.hub import Subscriber
 from streams.delivery.replay import ReplayPlan, replay_stream
 
@@ -36,3 +37,4 @@ class HubMembershipMixin:
                 self.replaying.cancel()
             if self.sub is not None:
                 await runtime.get_hub().unsubscribe(self.sub)
+            release_write_buffer(self.base_send)  # type: ignore[attr-defined]  # a mixin

@@ -15,6 +15,8 @@ from streams.delivery.admission import (
     welcome,
 )
 from streams.delivery.consumers.membership import HubMembershipMixin
+from streams.delivery.consumers.websocket import SLOW_CONSUMER, SLOW_CONSUMER_CLOSE_GRACE
+from streams.delivery.daphne_transport import drop_unread_later
 from streams.delivery.hub import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
     async def _end_stream(self, code: int, reason: str) -> None:
         """Ends the response; the server then sends http.disconnect, which stops the consumer."""
         await self.send_body(b"", more_body=False)
+        if code == SLOW_CONSUMER:
+            # As a WebSocket's close frame, the end queues behind what the client left unread.
+            drop_unread_later(self.base_send, SLOW_CONSUMER_CLOSE_GRACE)
 
     async def http_disconnect(self, message) -> None:
         """Called when the client goes away or the response has ended."""
