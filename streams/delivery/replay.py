@@ -20,6 +20,7 @@ from typing import ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import OperationalError
 
 from streams import runtime
 from streams.delivery.subscribers import Frames, Subscriber
@@ -46,6 +47,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+LOCKED_RETRIES = 5
+
+
 class TenantReads:
     """Runs replays' log reads on threads of their own, one read of a tenant at a time: a
     tenant whose subscribers all reconnect at once waits for its own reads, while another
@@ -68,7 +72,17 @@ class TenantReads:
         try:
             async with lock:
                 run = database_sync_to_async(read, thread_sensitive=False, executor=self._executor)
-                return await run(*args, **kwargs)
+                for attempt in range(LOCKED_RETRIES):
+                    try:
+                        return await run(*args, **kwargs)
+                    except OperationalError as error:
+                        # SQLite's shared cache (the test database; file databases wait on
+                        # their busy timeout instead) refuses a read while the log writer
+                        # holds the table: a moment later it succeeds.
+                        if "locked" not in str(error) or attempt == LOCKED_RETRIES - 1:
+                            raise
+                        await asyncio.sleep(0.02 * 2**attempt)
+                raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
             lock, users = self._turns[tenant_id]
             if users == 1:

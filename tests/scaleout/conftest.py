@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -148,6 +149,10 @@ class Cluster:
         return manage(self.env, "create_api_key", slug).strip().splitlines()[-1]
 
     def stop_all(self) -> None:
+        """SIGTERM to every process at once, then waits for each (bounded): they shut down
+        side by side rather than one after another."""
+        for process in self.processes:
+            process.signal(signal.SIGTERM)
         for process in self.processes:
             process.stop()
 

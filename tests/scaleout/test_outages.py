@@ -213,12 +213,8 @@ async def test_after_a_redis_restart_publishing_resumes_and_subscribers_learn_th
 OUTAGE = 60.0  # seconds: longer than every retry's longest wait
 
 
-async def test_a_minute_without_postgresql_loses_nothing_accepted(make_cluster, own_postgres,
-                                                                  redis_url):  # fmt: skip
-    cluster = make_cluster(DATABASE_URL=own_postgres.url, REDIS_URL=redis_url)
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+async def a_minute_without_postgresql(web, key: str, own_postgres) -> None:
+    """A minute without PostgreSQL loses nothing accepted."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         accepted = [(await publish(client, web.url, key, "t", "before"))["id"]]
         subscriber = await ws_connect(web.ws_url, key)
@@ -251,13 +247,8 @@ async def test_a_minute_without_postgresql_loses_nothing_accepted(make_cluster, 
     await subscriber.close()
 
 
-async def test_a_minute_without_redis_is_answered_503_and_recovers_by_itself(
-    own_redis, make_cluster, pg_database
-):
-    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=own_redis.url)
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+async def a_minute_without_redis(web, key: str, own_redis) -> None:
+    """A minute without Redis is answered 503 and recovers by itself."""
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         before = await publish(client, web.url, key, "t", "before")
 
@@ -290,3 +281,22 @@ async def test_a_minute_without_redis_is_answered_503_and_recovers_by_itself(
 
         await wait_for(both_logged, 30, "the worker to log what came after")
         assert recovered_in < 30
+
+
+# Both outages at once, each on a cluster of its own (they share nothing): a minute each,
+# one minute of the run. The two are light (a publish every half second or second).
+@pytest.mark.timeout(300)
+async def test_a_minute_without_postgresql_or_redis_loses_nothing_and_recovers_by_itself(
+    make_cluster, own_postgres, redis_url, own_redis, pg_database
+):
+    started = []
+    for database, redis_server in ((own_postgres.url, redis_url), (pg_database, own_redis.url)):
+        cluster = make_cluster(DATABASE_URL=database, REDIS_URL=redis_server)
+        web = cluster.start("web")
+        cluster.start("worker")
+        started.append((web, cluster.tenant_key("acme")))
+    (pg_web, pg_key), (redis_web, redis_key) = started
+    await asyncio.gather(
+        a_minute_without_postgresql(pg_web, pg_key, own_postgres),
+        a_minute_without_redis(redis_web, redis_key, own_redis),
+    )
