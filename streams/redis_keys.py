@@ -3,6 +3,7 @@ form of an event in a replay buffer and the log stream. Shared by the Redis engi
 (`streams.backends.redis`), which writes them, and the log worker (`streams.log.worker`), which
 reads the stream."""
 
+import time
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -63,3 +64,17 @@ def redis_client(*, timeout: float = 5.0, connect_timeout: float = 2.0) -> aiore
         retry_on_timeout=False,
     )
     return HubRedis.from_pool(create_pool(host))
+
+
+async def log_backlog(redis) -> tuple[int, float]:
+    """(entries of the log stream, age in seconds of the oldest): what no worker has committed
+    yet (a batch is deleted from the stream as it commits). An entry's id starts with its time
+    in milliseconds. Raises RedisError."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(LOG_STREAM)
+        pipe.xrange(LOG_STREAM, count=1)
+        length, first = await pipe.execute()
+    if not first:
+        return int(length), 0.0
+    millis = int(first[0][0].split(b"-")[0])
+    return int(length), max(0.0, time.time() - millis / 1000)

@@ -26,7 +26,13 @@ from streams.envelope import Envelope, epoch_new
 from streams.groups import tenant_group
 from streams.layer_messages import published_message
 from streams.log.reads import event_log_last_seq
-from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
+from streams.redis_keys import (
+    LOG_STREAM,
+    envelope_from_member,
+    log_backlog,
+    redis_client,
+    tenant_key,
+)
 from streams.tasks import background_task
 
 logger = logging.getLogger(__name__)
@@ -491,19 +497,10 @@ class RedisBackend:
         return totals
 
     async def log_backlog(self) -> tuple[int, float]:
-        # The stream holds exactly what no worker has committed yet (a batch is deleted from it
-        # as it commits), oldest first; an entry's id starts with its time in milliseconds.
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xlen(LOG_STREAM)
-                pipe.xrange(LOG_STREAM, count=1)
-                length, first = await pipe.execute()
+            return await log_backlog(self.redis)
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
-        if not first:
-            return int(length), 0.0
-        millis = int(first[0][0].split(b"-")[0])
-        return int(length), max(0.0, time.time() - millis / 1000)
 
     async def stats(self, tenant_id: int) -> dict:
         try:

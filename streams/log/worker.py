@@ -22,7 +22,13 @@ from streams import metrics
 from streams.log.retry import Backoff
 from streams.log.worker_port import WorkerPort
 from streams.log.writes import event_log_write_batch
-from streams.redis_keys import LOG_STREAM, envelope_from_member, redis_client, tenant_key
+from streams.redis_keys import (
+    LOG_STREAM,
+    envelope_from_member,
+    log_backlog,
+    redis_client,
+    tenant_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +99,9 @@ class LogStreamWorker:
         if now - self._backlog_read_at < BACKLOG_EVERY_SECONDS:
             return
         self._backlog_read_at = now
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(LOG_STREAM)
-            pipe.xrange(LOG_STREAM, count=1)
-            length, first = await pipe.execute()
-        metrics.PERSISTENCE_PENDING.set(length)
-        oldest = int(first[0][0].split(b"-")[0]) / 1000 if first else None
-        metrics.PERSISTENCE_LAG.set(max(0.0, time.time() - oldest) if oldest else 0.0)
+        pending, lag = await log_backlog(self.redis)
+        metrics.PERSISTENCE_PENDING.set(pending)
+        metrics.PERSISTENCE_LAG.set(lag)
 
     async def run(self) -> None:
         """Runs until SIGTERM or SIGINT, then finishes the batch in hand and returns."""

@@ -25,13 +25,8 @@ async def wait_for(check, within: float, what: str):
 
 
 @pytest.fixture
-def hub(make_cluster, pg_database, redis_url):
-    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    cluster.web_a = cluster.start("web")
-    cluster.web_b = cluster.start("web")
-    cluster.worker = cluster.start("worker")
-    cluster.key = cluster.tenant_key("acme")
-    return cluster
+def hub(two_webs):
+    return two_webs
 
 
 async def test_an_event_published_on_one_process_reaches_both_transports_on_the_other(hub):
