@@ -25,6 +25,7 @@ exact, 1 otherwise.
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -85,61 +86,137 @@ class _Run:
 
 
 def worker_main(conn, uri: str, key: str, n: int, concurrency: int) -> None:
-    """Entry point of a client process: `n` subscribers, driven by commands on `conn`."""
+    """Entry point of a client process: `n` subscribers, driven by commands on `conn`; `uri`
+    is a ws:// URL (WebSocket subscribers) or an http:// one (SSE)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and stops us
     asyncio.run(_worker(conn, uri, key, n, concurrency))
+
+
+class _SseStream:
+    """A bare SSE client over one HTTP/1.1 connection: what the bench needs of it (the frames'
+    JSON, in order) at a cost per event close to the WebSocket library's, so that the client
+    side is not what a comparison of the transports measures."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.chunked = False
+        self.buffer = b""
+        self.ready: collections.deque[bytes] = collections.deque()
+
+    @classmethod
+    async def open(cls, uri: str, key: str, wait: float) -> "_SseStream":
+        from urllib.parse import urlsplit
+
+        url = urlsplit(uri)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(url.hostname, url.port), wait
+        )
+        stream = cls(reader, writer)
+        writer.write(
+            (
+                f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 200 " not in status + b" ":
+            writer.close()
+            raise RuntimeError(f"SSE refused: {status.decode(errors='replace')}")
+        stream.chunked = b"transfer-encoding: chunked" in head.lower()
+        return stream
+
+    async def _more(self) -> bytes:
+        if not self.chunked:
+            data = await self.reader.read(65536)
+            if not data:
+                raise EOFError("stream ended")
+            return data
+        size = int((await self.reader.readline()).strip() or b"0", 16)
+        if size == 0:
+            raise EOFError("stream ended")
+        data = await self.reader.readexactly(size + 2)
+        return data[:-2]
+
+    async def frames(self):
+        """Each block's `data:` as JSON (comments, `retry:` and blocks without data skipped)."""
+        while True:
+            while not self.ready:
+                while b"\n\n" not in self.buffer:
+                    self.buffer += await self._more()
+                *blocks, self.buffer = self.buffer.split(b"\n\n")
+                self.ready.extend(blocks)
+            # Kept on the stream, not in the generator: the welcome is read by one generator,
+            # the events by the next.
+            block = self.ready.popleft()
+            for line in block.split(b"\n"):
+                if line.startswith(b"data: "):
+                    yield line[6:]
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def _worker(conn, uri: str, key: str, n: int, concurrency: int) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
+    sse = uri.startswith("http")
     subs = [_Sub() for _ in range(n)]
     state: dict[str, _Run | None] = {"run": None}
     other = {"welcome": 0, "ping": 0, "other": 0}
 
+    def on_frame(sub: _Sub, raw, now: float) -> str | None:
+        """Counts one frame; returns its type when it is not an event."""
+        msg = json.loads(raw)
+        kind = msg.get("type")
+        if kind != "event":
+            return kind
+        run = state["run"]
+        data = msg["data"]
+        if run is None or not isinstance(data, dict) or data.get("run") != run.run_id:
+            if run is not None:
+                run.stray += 1
+            return None
+        i = data["i"]
+        seq = msg["seq"]
+        latency = now - data["sent"]
+        run.latencies.append(latency)
+        if 0 <= i < run.events and latency > run.worst[i]:
+            run.worst[i] = latency
+        run.first_receipt = min(run.first_receipt, now)
+        run.last_receipt = max(run.last_receipt, now)
+        sub.count += 1
+        if i != sub.last_i + 1 or (sub.last_seq >= 0 and seq != sub.last_seq + 1):
+            sub.disorder += 1
+        sub.last_i, sub.last_seq = i, seq
+        sub.bases.add(seq - i)
+        if 0 <= i < run.events and not sub.seen[i]:
+            sub.seen[i] = 1
+            sub.unique += 1
+            if sub.unique == run.events:
+                run.done_subs += 1
+                if run.done_subs == len(subs):
+                    run.done.set()
+        else:
+            sub.dups += 1
+        return None
+
     async def reader(sub: _Sub) -> None:
         ws = sub.ws
         try:
+            if sse:
+                async for raw in ws.frames():
+                    if on_frame(sub, raw, time.time()) is not None:
+                        other["other"] += 1
+                return
             async for raw in ws:
-                now = time.time()
-                msg = json.loads(raw)
-                kind = msg.get("type")
+                kind = on_frame(sub, raw, time.time())
                 if kind == "ping":
                     other["ping"] += 1
                     await ws.send('{"type":"pong"}')
-                    continue
-                if kind != "event":
+                elif kind is not None:
                     other["other"] += 1
-                    continue
-                run = state["run"]
-                data = msg["data"]
-                if run is None or not isinstance(data, dict) or data.get("run") != run.run_id:
-                    if run is not None:
-                        run.stray += 1
-                    continue
-                i = data["i"]
-                seq = msg["seq"]
-                latency = now - data["sent"]
-                run.latencies.append(latency)
-                if 0 <= i < run.events and latency > run.worst[i]:
-                    run.worst[i] = latency
-                run.first_receipt = min(run.first_receipt, now)
-                run.last_receipt = max(run.last_receipt, now)
-                sub.count += 1
-                if i != sub.last_i + 1 or (sub.last_seq >= 0 and seq != sub.last_seq + 1):
-                    sub.disorder += 1
-                sub.last_i, sub.last_seq = i, seq
-                sub.bases.add(seq - i)
-                if 0 <= i < run.events and not sub.seen[i]:
-                    sub.seen[i] = 1
-                    sub.unique += 1
-                    if sub.unique == run.events:
-                        run.done_subs += 1
-                        if run.done_subs == len(subs):
-                            run.done.set()
-                else:
-                    sub.dups += 1
         except ConnectionClosed as exc:
             sub.closed = f"{exc.rcvd.code if exc.rcvd else 'none'}"
         except Exception as exc:
@@ -152,6 +229,9 @@ async def _worker(conn, uri: str, key: str, n: int, concurrency: int) -> None:
         async with gate:
             for attempt in range(3):
                 try:
+                    if sse:
+                        sub.ws = await _SseStream.open(uri, key, 20)
+                        break
                     sub.ws = await connect(
                         uri,
                         additional_headers={"Authorization": f"Bearer {key}"},
@@ -167,7 +247,11 @@ async def _worker(conn, uri: str, key: str, n: int, concurrency: int) -> None:
                         errors.append(repr(exc))
                         return
                     await asyncio.sleep(0.2 * (attempt + 1))
-            welcome = json.loads(await asyncio.wait_for(sub.ws.recv(), 20))
+            if sse:
+                first = await asyncio.wait_for(anext(sub.ws.frames()), 20)
+            else:
+                first = await asyncio.wait_for(sub.ws.recv(), 20)
+            welcome = json.loads(first)
             if welcome.get("type") != "welcome":
                 errors.append(f"first frame is not a welcome: {welcome}")
                 return
@@ -224,10 +308,14 @@ async def _worker(conn, uri: str, key: str, n: int, concurrency: int) -> None:
             )
         elif cmd["cmd"] == "close":
             live = [s.ws for s in subs if s.ws is not None]
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.gather(*(ws.close() for ws in live), return_exceptions=True), 20
-                )
+            if sse:
+                for stream in live:
+                    stream.close()
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        asyncio.gather(*(ws.close() for ws in live), return_exceptions=True), 20
+                    )
             for sub in subs:
                 if sub.task is not None:
                     sub.task.cancel()
@@ -480,7 +568,8 @@ def _ok(r: dict) -> bool:
 
 def _print_table(results: list[dict], procs: int) -> None:
     head = (
-        f"{'N':>5} {'mode':<13} {'ev':>4} {'pub ev/s':>8} {'POST p50':>8} {'POST p99':>8} "
+        f"{'N':>5} {'via':<9} {'mode':<13} {'ev':>4} {'pub ev/s':>8} "
+        f"{'POST p50':>8} {'POST p99':>8} "
         f"{'lat p50':>8} {'lat p95':>8} {'lat p99':>8} {'lat max':>8} {'deliv/s':>8} "
         f"{'bcast ms':>8} {'srv CPU':>7} {'CPU/ev':>6} {'cli CPU':>11} "
         f"{'loss':>5} {'dup':>4} {'order':>5}"
@@ -495,7 +584,8 @@ def _print_table(results: list[dict], procs: int) -> None:
     for r in results:
         cli = "+".join(f"{c:.2f}" for c in r["client_cpu"])
         print(
-            f"{r['n']:>5} {r['mode']:<13} {r['accepted']:>4} {r['pub_rate']:>8.1f} "
+            f"{r['n']:>5} {r['transport']:<9} {r['mode']:<13} {r['accepted']:>4} "
+            f"{r['pub_rate']:>8.1f} "
             f"{r['post_p50']:>8.2f} {r['post_p99']:>8.2f} {r['lat_p50']:>8.2f} "
             f"{r['lat_p95']:>8.2f} {r['lat_p99']:>8.2f} {r['lat_max']:>8.2f} "
             f"{r['deliv_rate']:>8.0f} {r['broadcast_ms']:>8.2f} {r['server_cpu']:>7.2f} "
@@ -505,7 +595,8 @@ def _print_table(results: list[dict], procs: int) -> None:
     print()
     for r in results:
         line = (
-            f"N={r['n']} {r['mode']}: {r['deliveries']}/{r['expected']} deliveries "
+            f"N={r['n']} {r['transport']} {r['mode']}: "
+            f"{r['deliveries']}/{r['expected']} deliveries "
             f"(server counted {r['server_delivered']}), seq order "
             f"{'exact' if r['seq_ok'] else 'WRONG'}, stray frames {r['stray']}"
         )
@@ -543,6 +634,11 @@ def main() -> int:
         default=2,
         help="client worker processes the subscribers are spread over",
     )
+    parser.add_argument(
+        "--transports",
+        default="websocket",
+        help="websocket, sse or both (each N runs on each, side by side in the table)",
+    )
     parser.add_argument("--connect-concurrency", type=int, default=50, help="per client process")
     parser.add_argument("--drain", type=float, default=30.0, help="s to wait for deliveries")
     parser.add_argument("--timeout", type=float, default=240.0, help="overall limit in seconds")
@@ -566,6 +662,9 @@ def main() -> int:
         parser.error("N, --events and --client-procs must be positive")
     if any(m not in ("steady", "burst") for m in modes):
         parser.error("--modes takes steady and/or burst")
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if not transports or any(t not in ("websocket", "sse") for t in transports):
+        parser.error("--transports takes websocket and/or sse")
 
     import httpx
 
@@ -650,37 +749,45 @@ def main() -> int:
             f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
 
-        uri = f"ws://{HOST}:{port}/ws/v1/events?topics=*"
+        uris = {
+            "websocket": f"ws://{HOST}:{port}/ws/v1/events?topics=*",
+            "sse": f"http://{HOST}:{port}/sse/v1/events?topics=*",
+        }
         run_no = 0
         for n in sizes:
-            procs = min(args.client_procs, n)
-            t0 = time.time()
-            workers = _spawn_clients(ctx, uri, key, n, procs, args.connect_concurrency)
-            connect_deadline = time.time() + 60 + n / 20
-            ready = [_recv(conn, connect_deadline, "connect") for _, conn in workers]
-            opened = sum(r["ready"] for r in ready)
-            print(
-                f"N={n}: {opened} subscribers welcomed in {time.time() - t0:.1f} s "
-                f"over {len(workers)} client process(es)"
-            )
-            if opened != n:
-                raise RuntimeError(f"only {opened}/{n} subscribers connected: {ready}")
-            connected = observe.get("/api/v1/stats").json()["connections"]["websocket"]
-            if connected != n:
-                raise RuntimeError(f"server reports {connected} websocket connections, not {n}")
-            for mode in modes:
-                run_no += 1
-                result = _run_mode(
-                    client, workers, server.pid, n, mode, args, run_no, observe=observe
+            for transport in transports:
+                procs = min(args.client_procs, n)
+                t0 = time.time()
+                workers = _spawn_clients(
+                    ctx, uris[transport], key, n, procs, args.connect_concurrency
                 )
-                results.append(result)
+                connect_deadline = time.time() + 60 + n / 20
+                ready = [_recv(conn, connect_deadline, "connect") for _, conn in workers]
+                opened = sum(r["ready"] for r in ready)
                 print(
-                    f"  {result['mode']}: p50 {result['lat_p50']:.1f} ms, "
-                    f"p99 {result['lat_p99']:.1f} ms, {result['deliv_rate']:.0f} deliveries/s, "
-                    f"{'OK' if _ok(result) else 'FAILED'}"
+                    f"N={n} {transport}: {opened} subscribers welcomed in "
+                    f"{time.time() - t0:.1f} s over {len(workers)} client process(es)"
                 )
-            _stop_workers(workers)
-            workers = []
+                if opened != n:
+                    raise RuntimeError(f"only {opened}/{n} subscribers connected: {ready}")
+                connected = observe.get("/api/v1/stats").json()["connections"][transport]
+                if connected != n:
+                    raise RuntimeError(f"server reports {connected} {transport} connections")
+                for mode in modes:
+                    run_no += 1
+                    result = _run_mode(
+                        client, workers, server.pid, n, mode, args, run_no, observe=observe
+                    )
+                    result["transport"] = transport
+                    results.append(result)
+                    print(
+                        f"  {result['mode']}: p50 {result['lat_p50']:.1f} ms, "
+                        f"p99 {result['lat_p99']:.1f} ms, "
+                        f"{result['deliv_rate']:.0f} deliveries/s, "
+                        f"{'OK' if _ok(result) else 'FAILED'}"
+                    )
+                _stop_workers(workers)
+                workers = []
         for c in clients:
             c.close()
     except Timeout as exc:
@@ -703,7 +810,7 @@ def main() -> int:
     if results:
         _print_table(results, args.client_procs)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    expected_runs = len(sizes) * len(modes)
+    expected_runs = len(sizes) * len(modes) * len(transports)
     return 0 if len(results) == expected_runs and all(_ok(r) for r in results) else 1
 
 

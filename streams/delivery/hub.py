@@ -558,7 +558,7 @@ class Hub:
         if not recipients:
             return
         frames = Frames([envelope])
-        ws_bytes = None
+        ws_bytes = sse_bytes = None
         delivered = 0
         since = started
         for count, sub in enumerate(recipients, 1):
@@ -580,9 +580,15 @@ class Hub:
                 # this line runs once per connection per event (a third of the hub's own cost
                 # per delivery, measured at 1000 connections).
                 if sub.write_frame is not None:
-                    if ws_bytes is None:
-                        ws_bytes = frames.websocket()
-                    if sub.write_frame(ws_bytes):
+                    if sub.transport == "websocket":
+                        if ws_bytes is None:
+                            ws_bytes = frames.websocket()
+                        wire = ws_bytes
+                    else:
+                        if sse_bytes is None:
+                            sse_bytes = frames.sse_chunk()
+                        wire = sse_bytes
+                    if sub.write_frame(wire):
                         delivered += 1
                         continue
             except Exception:

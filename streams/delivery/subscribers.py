@@ -16,8 +16,10 @@ from django.conf import settings
 
 from streams.delivery.daphne_transport import (
     Send,
+    chunk_writer,
     frame_writer,
     server_send,
+    sse_chunk,
     transport_backlog,
     websocket_text_frame,
 )
@@ -29,6 +31,7 @@ Close = Callable[[int, str], Awaitable[None]]
 PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
 PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
 PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
+PING_SSE_CHUNK = sse_chunk(PING_SSE["body"])
 
 
 class Frames:
@@ -36,7 +39,7 @@ class Frames:
     their bytes on each transport, built on first use from each event's frame; `encoded`, when
     several Frames share it, encodes each event once for all of them (a broadcast run)."""
 
-    __slots__ = ("_encoded", "_sse", "_websocket", "envelopes")
+    __slots__ = ("_encoded", "_sse", "_sse_chunk", "_websocket", "envelopes")
 
     def __init__(
         self, envelopes: list[Envelope], encoded: dict[tuple[str, int], bytes] | None = None
@@ -45,6 +48,7 @@ class Frames:
         self._encoded = {} if encoded is None else encoded
         self._websocket: bytes | None = None
         self._sse: bytes | None = None
+        self._sse_chunk: bytes | None = None
 
     def _bytes(self, transport: str, envelope: Envelope) -> bytes:
         key = (transport, envelope.seq)
@@ -66,6 +70,12 @@ class Frames:
         if self._sse is None:
             self._sse = b"".join(self._bytes("sse", e) for e in self.envelopes)
         return self._sse
+
+    def sse_chunk(self) -> bytes:
+        """`sse()` as one HTTP chunk, for the SSE connections' direct writer."""
+        if self._sse_chunk is None:
+            self._sse_chunk = sse_chunk(self.sse())
+        return self._sse_chunk
 
 
 class Subscriber:
@@ -133,7 +143,9 @@ class Subscriber:
         self.send = server_send(send)
         self.close = close
         self.backlog = transport_backlog(self.send)
-        self.write_frame = frame_writer(self.send) if transport == "websocket" else None
+        # Puts prebuilt bytes (a WebSocket frame, an SSE chunk) straight on the socket, where
+        # the server lets it (daphne); None elsewhere, where everything goes through ASGI.
+        self.write_frame = (frame_writer if transport == "websocket" else chunk_writer)(self.send)
         self.last_seq = 0
         self.epoch: str | None = None  # of the events it got while replaying, when known
         self.last_seen = time.monotonic()
@@ -211,11 +223,15 @@ class SseSubscriber(Subscriber):
 
     __slots__ = ()
 
+    def write(self, frames: Frames) -> bool:
+        return self.write_frame is not None and self.write_frame(frames.sse_chunk())
+
     async def send_events(self, frames: Frames) -> None:
         await self.send({"type": "http.response.body", "body": frames.sse(), "more_body": True})
 
     async def send_ping(self) -> None:
-        await self.send(PING_SSE)
+        if self.write_frame is None or not self.write_frame(PING_SSE_CHUNK):
+            await self.send(PING_SSE)
 
     async def send_presence(self, kind: str, text: str) -> None:
         body = f"event: {kind}\ndata: {text}\n\n".encode()

@@ -93,6 +93,32 @@ async def test_the_sse_stream_opens_with_retry_and_the_same_welcome(hub, tenant,
     assert welcome["recovered"] is False
 
 
+async def test_an_http_1_0_sse_client_gets_its_events_without_chunked_framing(hub, tenant, api):
+    # The hub writes an HTTP/1.1 stream's events as prebuilt chunks; an HTTP/1.0 client (old
+    # proxies) gets no chunked encoding, so its events must go out plain.
+    reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
+    try:
+        writer.write(
+            b"GET /sse/v1/events?topics=chat HTTP/1.0\r\n"
+            + f"Authorization: Bearer {tenant.key}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200")
+        assert b"chunked" not in head.lower()
+        stream = await asyncio.wait_for(reader.readuntil(b"event: welcome\n"), 10)
+        assert stream.startswith(b"retry: 3000")
+
+        accepted = [await publish(api, hub, tenant.key, "chat", {"n": n}) for n in range(3)]
+
+        received = b""
+        while received.count(b"\n\n") < 4:  # the welcome's end, then three events
+            received += await asyncio.wait_for(reader.read(65536), 10)
+    finally:
+        writer.close()
+    blocks = [b for b in received.split(b"\n\n") if b.startswith(b"id: ")]
+    assert [b.split(b"\n")[0] for b in blocks] == [f"id: {a['id']}".encode() for a in accepted]
+
+
 async def test_each_connection_gets_its_own_connection_id(hub, tenant, subscribers):
     first = await subscribers.ws(hub, tenant.key)
     second = await subscribers.ws(hub, tenant.key)
