@@ -31,7 +31,7 @@ Close = Callable[[int, str], Awaitable[None]]
 PING_WS = {"type": "websocket.send", "text": '{"type":"ping"}'}
 PING_SSE = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
 PING_WS_FRAME = websocket_text_frame(PING_WS["text"])
-PING_SSE_CHUNK = sse_chunk(PING_SSE["body"])
+PING_SSE_CHUNK = sse_chunk(b": ping\n\n")
 
 
 class Frames:
