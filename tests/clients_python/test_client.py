@@ -4,8 +4,8 @@ tokens, as a publisher's backend uses them."""
 import time
 
 import pytest
-
 from eventhub_client import BadRequest, Client, Forbidden, RateLimited, RetryPolicy, Unauthorized
+
 from tests.e2e.conftest import MAX_BATCH
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,8 @@ def test_publish_returns_the_accepted_event(client):
 
     assert accepted["topic"] == "orders.created"
     assert accepted["type"] == "created"
-    assert accepted["id"] and accepted["seq"] >= 1
+    assert accepted["id"]
+    assert accepted["seq"] >= 1
 
 
 def test_a_publish_sent_twice_with_one_idempotency_key_is_published_once(client):
@@ -54,7 +55,8 @@ def test_a_rate_limited_publish_waits_for_retry_after_and_goes_through(hub):
     with Client(hub.url, key=tenant.key, retry=RetryPolicy(total_wait=10)) as client:
         seqs = [client.publish("t", {"n": n})["seq"] for n in range(3)]
 
-    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
 
 
 def test_a_publish_rate_limited_for_longer_than_its_budget_raises(hub):
@@ -106,4 +108,6 @@ def test_history_iterates_every_event_across_pages(client):
 def test_token_returns_the_issued_token(client):
     issued = client.token(["orders.*"], ttl=60, user="ada", info={"name": "Ada"})
 
-    assert issued["token"] and issued["id"] and issued["expires_at"]
+    assert issued["token"]
+    assert issued["id"]
+    assert issued["expires_at"]

@@ -60,7 +60,8 @@ def batch_items(events: Iterable[Mapping[str, Any] | tuple]) -> list[dict[str, A
     items = []
     for event in events:
         if isinstance(event, tuple):
-            items.append(event_body(*event) if len(event) == 3 else event_body(*event, None))
+            topic, data, *rest = event
+            items.append(event_body(topic, data, rest[0] if rest else None))
         else:
             items.append(dict(event))
     return items

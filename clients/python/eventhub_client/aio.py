@@ -64,7 +64,9 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """As Client.publish."""
-        return await self._send("/api/v1/events", _http.event_body(topic, data, type), idempotency_key)
+        return await self._send(
+            "/api/v1/events", _http.event_body(topic, data, type), idempotency_key
+        )
 
     async def publish_batch(
         self,
@@ -73,9 +75,7 @@ class AsyncClient:
     ) -> list[dict[str, Any]]:
         """As Client.publish_batch."""
         accepted: list[dict[str, Any]] = []
-        chunks = _http.batch_chunks(
-            _http.batch_items(events), self.max_batch, self.max_batch_bytes
-        )
+        chunks = _http.batch_chunks(_http.batch_items(events), self.max_batch, self.max_batch_bytes)
         for index, chunk in enumerate(chunks):
             key = f"{idempotency_key}:{index}" if idempotency_key else None
             body = await self._send("/api/v1/events/batch", {"events": chunk}, key)
@@ -171,7 +171,10 @@ class AsyncClient:
                     return response.json()
                 after = _http.retry_after(response)
                 delay = self.retry.delay(attempt, after)
-                if response.status_code not in _http.RETRIED or waited + delay > self.retry.total_wait:
+                if (
+                    response.status_code not in _http.RETRIED
+                    or waited + delay > self.retry.total_wait
+                ):
                     raise api_error(response.status_code, _http.body_of(response), after)
             await asyncio.sleep(delay)
             waited += delay

@@ -69,9 +69,7 @@ class Client:
         202 item in order. Each request is all or nothing; a list split over several requests
         is not (an error raised on the second leaves the first published)."""
         accepted: list[dict[str, Any]] = []
-        chunks = _http.batch_chunks(
-            _http.batch_items(events), self.max_batch, self.max_batch_bytes
-        )
+        chunks = _http.batch_chunks(_http.batch_items(events), self.max_batch, self.max_batch_bytes)
         for index, chunk in enumerate(chunks):
             key = f"{idempotency_key}:{index}" if idempotency_key else None
             accepted += self._send("/api/v1/events/batch", {"events": chunk}, key)["events"]
@@ -124,7 +122,10 @@ class Client:
                     return response.json()
                 after = _http.retry_after(response)
                 delay = self.retry.delay(attempt, after)
-                if response.status_code not in _http.RETRIED or waited + delay > self.retry.total_wait:
+                if (
+                    response.status_code not in _http.RETRIED
+                    or waited + delay > self.retry.total_wait
+                ):
                     raise api_error(response.status_code, _http.body_of(response), after)
             time.sleep(delay)
             waited += delay

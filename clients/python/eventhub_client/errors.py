@@ -10,7 +10,9 @@ class EventhubError(Exception):
 class ApiError(EventhubError):
     """The hub answered with an error status; `status`, `detail` and the JSON `body` say why."""
 
-    def __init__(self, status: int, detail: str, body: Any = None, retry_after: float | None = None):
+    def __init__(
+        self, status: int, detail: str, body: Any = None, retry_after: float | None = None
+    ):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail

@@ -13,7 +13,7 @@ import inspect
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,6 +103,7 @@ class Subscription:
         self._epoch, self._seq = self._position(last_event_id)
         self.welcome: dict[str, Any] | None = None
         self.reconnects = -1
+        self._welcome_seen = asyncio.Event()
 
     # The caller's side -----------------------------------------------------------------
 
@@ -132,6 +133,14 @@ class Subscription:
                 continue
             self.last_event_id = item["id"]
             return item
+
+    async def welcomed(self) -> dict[str, Any]:
+        """Starts the subscription if need be and returns once the hub has welcomed it (the
+        welcome frame): from then on, every event published is delivered."""
+        self.__aiter__()
+        await self._welcome_seen.wait()
+        assert self.welcome is not None
+        return self.welcome
 
     async def aclose(self) -> None:
         """Closes the connection and ends the iteration."""
@@ -173,6 +182,7 @@ class Subscription:
     async def _welcomed(self, frame: dict[str, Any]) -> None:
         self.welcome = frame
         self.reconnects += 1
+        self._welcome_seen.set()
         if self._resume_id is not None and frame.get("recovered") is False:
             await self._queue.put(_Gap(self._resume_id, frame))
 
@@ -226,7 +236,9 @@ class Subscription:
                 if code == TOKEN_REFRESH:
                     continue
                 attempt += 1
-                await asyncio.sleep(self._backoff(attempt, 4 if code == TOO_MANY_CONNECTIONS else 1))
+                await asyncio.sleep(
+                    self._backoff(attempt, 4 if code == TOO_MANY_CONNECTIONS else 1)
+                )
         except asyncio.CancelledError:
             raise
         except Exception as error:  # a bug or a malformed frame: the caller hears of it
@@ -272,7 +284,9 @@ class Subscription:
                             welcomed = True
                             heartbeat = float(frame.get("heartbeat") or heartbeat)
                             await self._welcomed(frame)
-                            refresher = self._plan_refresh(ws, frame.get("token_expires_at"), refresher)
+                            refresher = self._plan_refresh(
+                                ws, frame.get("token_expires_at"), refresher
+                            )
                         elif kind == "refreshed":
                             refresher = self._plan_refresh(ws, frame.get("expires_at"), refresher)
                         elif kind == "error":
@@ -371,5 +385,3 @@ class Subscription:
                 elif frame.get("type") == "event":
                     await self._accept(frame)
             kind, data = "message", []
-
-
