@@ -21,12 +21,16 @@ from urllib.parse import urlencode
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from eventhub_client.errors import EventsMissed, SubscriptionClosed
+from eventhub_client.errors import EventsMissed, RateLimited, SubscriptionClosed, Unavailable
 
 TokenSource = str | Callable[[], Any]  # a token, or a (coroutine) function returning one
 GapCallback = Callable[[str | None, dict[str, Any]], Any]
+
+# Failures that may pass: the hub (or whatever serves the token function) restarting, a network
+# blip, a proxy answering for a moment.
+TRANSIENT = (OSError, TimeoutError, httpx.HTTPError, ConnectionClosed, RateLimited, Unavailable)
 
 # Refusals that a reconnect would only repeat (contract, "Subscribing"); 1009: our own frame
 # was too large. Over SSE the HTTP status is reported as 4000 + status.
@@ -223,14 +227,16 @@ class Subscription:
                 except SubscriptionClosed as closed:
                     await self._queue.put(closed)
                     return
-                except (OSError, TimeoutError, httpx.HTTPError, ConnectionClosed) as error:
-                    code = 1006 if not isinstance(error, TimeoutError) else 4408
+                except TRANSIENT as error:
+                    code = 4408 if isinstance(error, TimeoutError) else 1006
                 except InvalidStatus as error:
                     status = error.response.status_code
                     if 400 <= status < 500 and status != 429:
                         await self._queue.put(SubscriptionClosed(4000 + status, str(error)))
                         return
                     code = 4429 if status == 429 else 1006
+                except InvalidHandshake:
+                    code = 1006  # not a WebSocket answer (a proxy's error page): try again
                 if self.reconnects > welcomed_before:
                     attempt = 0  # it was up: the next try starts from the shortest delay
                 if code == TOKEN_REFRESH:
