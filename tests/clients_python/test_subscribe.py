@@ -155,3 +155,4 @@ async def test_subscribers_survive_a_server_restart_with_no_gap_and_no_duplicate
     for first, second, subscription in zip(got_before, got_after, subscriptions, strict=True):
         assert [e["id"] for e in first + second] == expected
         assert subscription.reconnects >= 1
+        assert subscription.welcome["recovered"] is True, "resumed from its last id"
