@@ -226,7 +226,16 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Eventhub API",
-    "DESCRIPTION": "Publish events, read history and issue subscriber tokens.",
+    "DESCRIPTION": (
+        "Publish events, read history and issue subscriber tokens. The subscription "
+        "interfaces (WebSocket and Server-Sent Events: channels, query parameters, frames, "
+        "close codes) are described by the AsyncAPI 3 document at "
+        "[/api/asyncapi.json](/api/asyncapi.json)."
+    ),
+    "EXTERNAL_DOCS": {
+        "description": "AsyncAPI 3 document of the WebSocket and SSE interfaces",
+        "url": "/api/asyncapi.json",
+    },
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
