@@ -13,9 +13,7 @@ Loopback only; every phase is bounded in time.
 import argparse
 import asyncio
 import contextlib
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import websockets
@@ -23,8 +21,8 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.embedded import embedded_hub, status_mb  # noqa: E402
-from tests.processes import VENV_BIN, free_port  # noqa: E402
+from bench.embedded import bare_daphne, embedded_hub, server, status_mb  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 RAW_SERVER = """
 import asyncio, sys
@@ -96,34 +94,6 @@ async def _measure(pid: int, open_one, n: int, rounds: int) -> float:
     return (after - before) * 1024 / (n * rounds)
 
 
-def _wait_port(port: int, proc: subprocess.Popen, within: float = 20) -> None:
-    import socket
-
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("server exited early")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port} after {within} s")
-
-
-@contextlib.contextmanager
-def _server(args: list[str], port: int):
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port, proc)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=1000)
@@ -133,23 +103,17 @@ async def main() -> int:
     rows: list[tuple[str, float]] = []
 
     port = free_port()
-    with _server([sys.executable, "-c", RAW_SERVER, str(port)], port) as pid:
+    with server([sys.executable, "-c", RAW_SERVER, str(port)], port) as pid:
         url = f"ws://127.0.0.1:{port}/"
         rows.append(("raw websockets", await _measure(pid, lambda: _open_ws(url, {}), n, rounds)))
 
-    port = free_port()
-    daphne = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
-    with _server([*daphne, "bench.bare_asgi:application"], port) as pid:
-        url = f"ws://127.0.0.1:{port}/"
-        rows.append(
-            ("bare ASGI on daphne, WS", await _measure(pid, lambda: _open_ws(url, {}), n, rounds))
-        )
-        rows.append(
-            (
-                "bare ASGI on daphne, SSE",
-                await _measure(pid, lambda: _open_sse(port, "/", {}), n, rounds),
-            )
-        )
+    with bare_daphne() as (http_url, pid):
+        url = http_url.replace("http", "ws", 1) + "/"
+        port = int(http_url.rsplit(":", 1)[1])
+        ws = await _measure(pid, lambda: _open_ws(url, {}), n, rounds)
+        rows.append(("bare ASGI on daphne, WS", ws))
+        sse = await _measure(pid, lambda: _open_sse(port, "/", {}), n, rounds)
+        rows.append(("bare ASGI on daphne, SSE", sse))
 
     with embedded_hub() as (web, key):
         headers = {"Authorization": f"Bearer {key}"}

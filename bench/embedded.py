@@ -1,13 +1,17 @@
 """Provides what the benchmarks share: a hub on the embedded defaults with a tenant and a key,
+the floors it is held against (a bare ASGI app on the same daphne, any other server command),
 and the CPU time and peak memory of a process."""
 
 import contextlib
 import os
+import socket
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.processes import Process, base_env, manage
+from tests.processes import ROOT, VENV_BIN, Process, base_env, free_port, manage
 
 
 def proc_cpu(pid: int) -> float:
@@ -51,3 +55,36 @@ def embedded_hub() -> Iterator[tuple[Process, str]]:
             yield web, key
         finally:
             web.stop()
+
+
+@contextlib.contextmanager
+def server(argv: list[str], port: int, within: float = 20.0) -> Iterator[int]:
+    """Runs a server command until exit; yields its pid once something listens on `port`."""
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited early")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port} after {within} s")
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def bare_daphne() -> Iterator[tuple[str, int]]:
+    """daphne serving bench/bare_asgi.py: (its URL, its pid)."""
+    port = free_port()
+    argv = [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+    with server([*argv, "bench.bare_asgi:application"], port) as pid:
+        yield f"http://127.0.0.1:{port}", pid

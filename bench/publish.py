@@ -3,10 +3,12 @@
     .venv/bin/python bench/publish.py [--requests 1000] [--concurrency 1,8] [--batch 1]
         [--idempotent]
 
-Starts one daphne with the embedded defaults (SQLite in a temporary directory), creates a tenant
-and a key, warms up, then for each concurrency level sends --requests POSTs to
+Starts a bare ASGI app on daphne (bench/bare_asgi.py: a 202 and nothing else), the floor, then
+one daphne with the embedded defaults (SQLite in a temporary directory) with a tenant and a
+key; on each it warms up, then for each concurrency level sends --requests POSTs to
 `/api/v1/events` (or `/batch` with --batch > 1) over kept-alive HTTP/1.1 connections and prints
-p50/p99 latency, requests/s and the server's CPU per request. No subscriber is connected: this
+p50/p99 latency, requests/s and the server's CPU per request, and Eventhub's ratios to the
+floor. No subscriber is connected: this
 is the ingest path alone. Loopback only; every loop is bounded in count and time.
 """
 
@@ -22,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.embedded import embedded_hub, peak_rss_mb, proc_cpu
+from bench.embedded import bare_daphne, embedded_hub, peak_rss_mb, proc_cpu
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -74,23 +76,39 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--idempotent", action="store_true", help="send an Idempotency-Key")
     args = parser.parse_args()
-    with embedded_hub() as (web, key):
-        pid = web.proc.pid
-        asyncio.run(_level(web.url, key, 100, 4, args.batch, args.idempotent, pid))  # warm
-        print(
-            f"{'conc':>4} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'events/s':>9} "
-            f"{'CPU ms/req':>10} {'fail':>4}"
-        )
-        for level in (int(c) for c in args.concurrency.split(",")):
-            r = asyncio.run(
-                _level(web.url, key, args.requests, level, args.batch, args.idempotent, pid)
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    def run(url: str, key: str, pid: int) -> dict[int, dict]:
+        asyncio.run(_level(url, key, 100, 4, args.batch, args.idempotent, pid))  # warm
+        return {
+            level: asyncio.run(
+                _level(url, key, args.requests, level, args.batch, args.idempotent, pid)
             )
+            for level in levels
+        }
+
+    with bare_daphne() as (url, pid):
+        floor = run(url, "-", pid)
+    with embedded_hub() as (web, key):
+        hub = run(web.url, key, web.proc.pid)
+        rss = peak_rss_mb(web.proc.pid)
+    print(
+        f"{'server':<10} {'conc':>4} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} {'events/s':>9} "
+        f"{'CPU ms/req':>10} {'fail':>4}"
+    )
+    for name, rows in (("bare ASGI", floor), ("Eventhub", hub)):
+        for r in rows.values():
             print(
-                f"{r['concurrency']:>4} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                f"{name:<10} {r['concurrency']:>4} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                 f"{r['req_s']:>7.0f} {r['events_s']:>9.0f} {r['cpu_ms_per_req']:>10.2f} "
                 f"{r['failures']:>4}"
             )
-        print(f"server peak RSS: {peak_rss_mb(pid):.0f} MB")
+    for level in levels:
+        print(
+            f"concurrency {level}: p50 {hub[level]['p50_ms'] / floor[level]['p50_ms']:.2f}x the "
+            f"bare app's, requests/s {hub[level]['req_s'] / floor[level]['req_s']:.2f}x"
+        )
+    print(f"Eventhub server peak RSS: {rss:.0f} MB")
 
 
 if __name__ == "__main__":
