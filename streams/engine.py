@@ -4,7 +4,7 @@ says what each method does). Low in the layers, so that the hub can name it with
 an engine."""
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -48,6 +48,14 @@ class Engine(Protocol):
     ) -> list[Envelope]: ...
 
     async def current_seq(self, tenant_id: int) -> int: ...
+
+    async def changed_seqs(
+        self, tenant_ids: Collection[int], since: int | None
+    ) -> tuple[int, dict[int, int]]:
+        """The current seq of each of `tenant_ids` whose sequence may have moved since the
+        clock `since` (that this returned before; None: all of them), and the clock now: a
+        hub's catch-up reads what changed, not every tenant it holds, each tick."""
+        ...
 
     async def current_epoch(self, tenant_id: int) -> str | None: ...
 

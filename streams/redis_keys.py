@@ -14,6 +14,11 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from streams.envelope import Envelope
 
 LOG_STREAM = "eventhub:log"
+# Which tenants' sequences moved, and when: a counter bumped by every publish, and each tenant
+# scored with the counter's value at its last publish (one member per tenant that published).
+# A hub's catch-up reads only the tenants that moved since its last tick.
+SEQ_CLOCK = "eventhub:seq:clock"
+SEQ_CHANGES = "eventhub:seq:changes"
 
 
 def tenant_key(tenant_id: int, what: str) -> str:

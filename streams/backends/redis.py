@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -28,6 +28,8 @@ from streams.layer_messages import published_message
 from streams.log.reads import event_log_last_seq
 from streams.redis_keys import (
     LOG_STREAM,
+    SEQ_CHANGES,
+    SEQ_CLOCK,
     envelope_from_member,
     log_backlog,
     redis_client,
@@ -81,7 +83,18 @@ for i = 0, n - 1 do
 end
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
 redis.call('HINCRBY', KEYS[4], 'accepted', n)
+redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[6]), ARGV[1])
 return {first, epoch}
+"""
+
+# The tenants whose sequence moved after the clock read `ARGV[1]` (see SEQ_CHANGES): {the clock
+# now, their ids}, or {the clock now, false} when the clock went back (Redis lost its data) or
+# no earlier read is given (-1), and every sequence must be read.
+SEQ_CHANGED = """
+local clock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local since = tonumber(ARGV[1])
+if since < 0 or clock < since then return {clock, false} end
+return {clock, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
 """
 
 # The tokens the shared bucket holds now (the PUBLISH script's arithmetic), taking none.
@@ -194,6 +207,7 @@ class RedisBackend:
         self._buffer_page = self.redis.register_script(BUFFER_PAGE)
         self._connection_acquire = self.redis.register_script(CONNECTION_ACQUIRE)
         self._rate_peek = self.redis.register_script(RATE_PEEK)
+        self._seq_changed = self.redis.register_script(SEQ_CHANGED)
         self._db_last_seq = database_sync_to_async(lambda t: event_log_last_seq(tenant_id=t))
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{epoch_new()}"
         self._delivered: defaultdict[int, int] = defaultdict(int)
@@ -231,6 +245,7 @@ class RedisBackend:
             args += [json.dumps(topic), json.dumps(type_), data_json]
         keys = [tenant_key(tenant_id, "seq"), tenant_key(tenant_id, "buffer"), LOG_STREAM]
         keys += [tenant_key(tenant_id, "stats"), tenant_key(tenant_id, "rate")]
+        keys += [SEQ_CLOCK, SEQ_CHANGES]
         try:
             try:
                 first, epoch = await self._publish(keys=keys, args=args)
@@ -340,6 +355,28 @@ class RedisBackend:
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
         return int(last) if last is not None else 0
+
+    async def changed_seqs(
+        self, tenant_ids: Collection[int], since: int | None
+    ) -> tuple[int, dict[int, int]]:
+        try:
+            clock, changed = await self._seq_changed(
+                keys=[SEQ_CLOCK, SEQ_CHANGES], args=[-1 if since is None else since]
+            )
+            if changed is None:  # Lua's false: every sequence
+                wanted = list(tenant_ids)
+            else:
+                moved = {int(t) for t in changed}
+                wanted = [t for t in tenant_ids if t in moved]
+            if not wanted:
+                return int(clock), {}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for tenant_id in wanted:
+                    pipe.hget(tenant_key(tenant_id, "seq"), "last")
+                lasts = await pipe.execute()
+        except RedisError as exc:
+            raise HubUnavailable(str(exc)) from exc
+        return int(clock), {t: int(last or 0) for t, last in zip(wanted, lasts, strict=True)}
 
     async def current_epoch(self, tenant_id: int) -> str | None:
         try:

@@ -68,6 +68,9 @@ class Engine:
     async def current_seq(self, tenant_id: int) -> int:
         return self.seq
 
+    async def changed_seqs(self, tenant_ids, since):
+        return 0, {t: self.seq for t in tenant_ids}
+
     async def current_epoch(self, tenant_id: int) -> str | None:
         return self.epoch
 
