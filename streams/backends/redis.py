@@ -22,9 +22,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from streams import metrics
 from streams.backends import HubUnavailable, LogBacklogFull, RateLimited
+from streams.backends.announcer import Announcer
 from streams.envelope import Envelope, epoch_new
-from streams.groups import tenant_group
-from streams.layer_messages import published_message
 from streams.log.reads import event_log_last_seq
 from streams.redis_keys import (
     LOG_STREAM,
@@ -200,6 +199,7 @@ class RedisBackend:
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.layer = get_channel_layer()
+        self.announcer = Announcer(self.layer)
         self.redis = redis_client()
         self._publish = self.redis.register_script(PUBLISH)
         self._seed_script = self.redis.register_script(SEED)
@@ -273,17 +273,7 @@ class RedisBackend:
             )
             for i, (topic, type_, data_json) in enumerate(items)
         ]
-        message = published_message(tenant_id, envelopes)
-        for attempt in (1, 2):
-            try:
-                await self.layer.group_send(tenant_group(tenant_id), message)
-                break
-            except Exception:
-                # A connection broken by a Redis restart fails once, then reconnects. The
-                # events are sequenced and logged already; if both tries fail, hubs catch up
-                # from the replay buffer within a heartbeat tick.
-                if attempt == 2:
-                    logger.exception("group_send failed for tenant %s", tenant_id)
+        await self.announcer.announce(tenant_id, envelopes)
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
 
@@ -589,6 +579,7 @@ class RedisBackend:
                 await self._write_connections()
 
     async def close(self) -> None:
+        self.announcer.close()
         if self._task is not None:
             self._task.cancel()
         try:
