@@ -296,11 +296,9 @@ class Hub:
             return
         recipients = [
             sub
-            for sub in tenant.subscribers
-            if sub.presence
-            and not sub.closed
+            for sub in tenant.watchers.get(change.topic, ())
+            if not sub.closed
             and not sub.opening
-            and change.topic in sub.patterns
             and not (change.kind == JOIN and _user_of(sub) == change.user)
         ]
         if not recipients:

@@ -260,11 +260,15 @@ class TenantHub:
         "prefixes",
         "retired_epochs",
         "subscribers",
+        "watchers",
         "wildcard",
     )
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
+        # Per exact topic, the connections that asked for its join / leave frames (`presence=1`):
+        # a change is sent without a look at the topic's other connections.
+        self.watchers: dict[str, set[Subscriber]] = {}
         self.wildcard: set[Subscriber] = set()
         self.exact: dict[str, set[Subscriber]] = {}
         self.prefixes: dict[str, set[Subscriber]] = {}
@@ -306,6 +310,8 @@ class TenantHub:
                 members.add(sub)
             else:
                 self.exact.setdefault(pattern, set()).add(sub)
+                if sub.presence:
+                    self.watchers.setdefault(pattern, set()).add(sub)
 
     def remove(self, sub: Subscriber) -> bool:
         if sub not in self.subscribers:
@@ -316,6 +322,11 @@ class TenantHub:
             if pattern == "*":
                 self.wildcard.discard(sub)
                 continue
+            if sub.presence and pattern in self.watchers:
+                watching = self.watchers[pattern]
+                watching.discard(sub)
+                if not watching:
+                    del self.watchers[pattern]
             index, key = (
                 (self.prefixes, pattern[:-1]) if pattern.endswith("*") else (self.exact, pattern)
             )
