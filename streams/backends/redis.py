@@ -34,6 +34,7 @@ from streams.redis_keys import (
     tenant_key,
 )
 from streams.tasks import background_task
+from webhooks.notices import WebhookNotice
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +272,14 @@ class RedisBackend:
                     logger.exception("group_send failed for tenant %s", tenant_id)
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
+
+    async def webhook_notice(self, notice: WebhookNotice) -> None:
+        """Adds a presence or occupancy notice to the log stream, where a persistence worker
+        turns it into webhook deliveries; called by the process whose tracker made the change."""
+        try:
+            await self.redis.xadd(LOG_STREAM, {"w": notice.to_json()})
+        except RedisError:
+            logger.warning("presence webhook notice of tenant %s lost", notice.tenant_id)
 
     async def rate_wait(self, *, tenant_id: int, rate: int) -> float:
         """Seconds until the tenant's shared rate bucket holds an event (0: now); takes

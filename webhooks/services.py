@@ -1,0 +1,234 @@
+"""Provides the webhooks' writes: endpoints (create, delete, secret rotation), and the sender's
+claims and attempt outcomes."""
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from tenants.actors import Actor
+from tenants.models import AuditAction
+from tenants.services import audit_record
+from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from webhooks.signing import secret_new, secret_open, secret_seal
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedEndpoint:
+    endpoint: WebhookEndpoint
+    secret: str  # shown once
+
+
+def webhook_endpoint_create(
+    *, tenant_id: int, url: str, topics: Sequence[str], kinds: Sequence[str], actor: Actor
+) -> CreatedEndpoint:
+    """Registers an endpoint (its URL already checked) and returns it with its new secret."""
+    secret = secret_new()
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(
+            tenant_id=tenant_id,
+            url=url,
+            topics=list(topics),
+            kinds=list(kinds),
+            secret_sealed=secret_seal(secret),
+        )
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_CREATE,
+            tenant_id=tenant_id,
+            target=str(endpoint.pk),
+            changes={"url": [None, url], "topics": [None, list(topics)], "kinds": [None, kinds]},
+        )
+    return CreatedEndpoint(endpoint, secret)
+
+
+def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
+    """Deletes an endpoint and its deliveries: nothing more is sent to it."""
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_DELETE,
+            tenant_id=endpoint.tenant_id,
+            target=str(endpoint.pk),
+            changes={"url": [endpoint.url, None]},
+        )
+        endpoint.delete()
+
+
+def webhook_secret_rotate(*, endpoint: WebhookEndpoint, actor: Actor) -> str:
+    """Gives the endpoint a new secret and returns it (shown once); the old one still signs
+    beside it for EVENTHUB_WEBHOOK_SECRET_GRACE seconds, so receivers can switch over."""
+    secret = secret_new()
+    with transaction.atomic():
+        endpoint.previous_secret_sealed = endpoint.secret_sealed
+        endpoint.previous_secret_until = timezone.now() + timedelta(
+            seconds=settings.EVENTHUB_WEBHOOK_SECRET_GRACE
+        )
+        endpoint.secret_sealed = secret_seal(secret)
+        endpoint.save(
+            update_fields=["secret_sealed", "previous_secret_sealed", "previous_secret_until"]
+        )
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_ROTATE,
+            tenant_id=endpoint.tenant_id,
+            target=str(endpoint.pk),
+        )
+    return secret
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
+    """Turns a disabled endpoint back on; its failure clock starts again."""
+    endpoint.active, endpoint.disabled_reason, endpoint.failing_since = True, "", None
+    endpoint.save(update_fields=["active", "disabled_reason", "failing_since"])
+
+
+def webhook_delivery_resend(*, delivery: WebhookDelivery, actor: Actor) -> None:
+    """Sends a delivery again from the start of the retry schedule (the admin's action on a
+    dead one)."""
+    with transaction.atomic():
+        delivery.status = DeliveryStatus.PENDING
+        delivery.attempts = 0
+        delivery.next_attempt_at = timezone.now()
+        delivery.save(update_fields=["status", "attempts", "next_attempt_at"])
+        audit_record(
+            actor=actor,
+            action=AuditAction.WEBHOOK_RESEND,
+            tenant_id=delivery.endpoint.tenant_id,
+            target=delivery.webhook_id,
+        )
+
+
+# The sender's side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery the sender holds for one attempt, with what it needs to send it."""
+
+    id: int
+    endpoint_id: int
+    tenant_id: int
+    url: str
+    webhook_id: str
+    body: str
+    secrets: tuple[str, ...]
+
+
+def _secrets(endpoint: WebhookEndpoint, now) -> tuple[str, ...]:
+    secrets = [secret_open(endpoint.secret_sealed)]
+    if endpoint.previous_secret_sealed and (endpoint.previous_secret_until or now) > now:
+        secrets.append(secret_open(endpoint.previous_secret_sealed))
+    return tuple(secrets)
+
+
+def deliveries_claim(
+    *, free: Mapping[int, int], saturated: Sequence[int], default_free: int, limit: int
+) -> list[Claimed]:
+    """Takes due deliveries for one attempt each, oldest first, at most `free[endpoint]` (or
+    `default_free`) per endpoint and none of the `saturated` ones: a slow endpoint holds only
+    its own slots. A claim is a lease: one whose sender dies is due again once it runs out.
+
+    On PostgreSQL several workers claim side by side (FOR UPDATE SKIP LOCKED).
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.EVENTHUB_WEBHOOK_TIMEOUT + 30)
+    with transaction.atomic():
+        due = (
+            WebhookDelivery.objects.filter(
+                status=DeliveryStatus.PENDING, next_attempt_at__lte=now, endpoint__active=True
+            )
+            .exclude(endpoint_id__in=list(saturated))
+            .order_by("next_attempt_at", "id")
+        )
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True, of=("self",))
+        taken: dict[int, int] = {}
+        chosen: list[int] = []
+        for delivery_id, endpoint_id in due.values_list("id", "endpoint_id")[: limit * 4]:
+            if taken.get(endpoint_id, 0) >= free.get(endpoint_id, default_free):
+                continue
+            taken[endpoint_id] = taken.get(endpoint_id, 0) + 1
+            chosen.append(delivery_id)
+            if len(chosen) >= limit:
+                break
+        if not chosen:
+            return []
+        WebhookDelivery.objects.filter(id__in=chosen).update(next_attempt_at=now + lease)
+        rows = (
+            WebhookDelivery.objects.filter(id__in=chosen)
+            .select_related("endpoint")
+            .order_by("next_attempt_at", "id")
+        )
+        return [
+            Claimed(
+                id=d.pk,
+                endpoint_id=d.endpoint_id,
+                tenant_id=d.endpoint.tenant_id,
+                url=d.endpoint.url,
+                webhook_id=d.webhook_id,
+                body=d.body,
+                secrets=_secrets(d.endpoint, now),
+            )
+            for d in sorted(rows, key=lambda d: chosen.index(d.pk))
+        ]
+
+
+def _retry_delay(attempts: int) -> float | None:
+    """Seconds until the next attempt after `attempts` failed ones; None: no more (dead)."""
+    schedule = settings.EVENTHUB_WEBHOOK_RETRY_SCHEDULE
+    if attempts > len(schedule):
+        return None
+    return schedule[attempts - 1] * random.uniform(0.8, 1.2)
+
+
+def delivery_attempt_record(
+    *, claimed: Claimed, at, status_code: int | None, error: str, duration_ms: int
+) -> str | None:
+    """Records one attempt and what follows (delivered, a retry, dead); an endpoint failing
+    for EVENTHUB_WEBHOOK_DISABLE_AFTER seconds is disabled when one of its deliveries dies.
+    Returns the delivery's status, None when it is gone (its endpoint was deleted)."""
+    now = timezone.now()
+    ok = status_code is not None and 200 <= status_code < 300
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().filter(pk=claimed.id).first()
+        if delivery is None:
+            return None
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            at=at,
+            status_code=status_code,
+            error=error[:300],
+            duration_ms=duration_ms,
+        )
+        if delivery.status != DeliveryStatus.PENDING:
+            return delivery.status
+        delivery.attempts += 1
+        delivery.last_status_code = status_code
+        delivery.last_error = error[:300]
+        endpoints = WebhookEndpoint.objects.filter(pk=claimed.endpoint_id)
+        if ok:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.next_attempt_at = None
+            endpoints.filter(failing_since__isnull=False).update(failing_since=None)
+        else:
+            endpoints.filter(failing_since__isnull=True).update(failing_since=now)
+            delay = _retry_delay(delivery.attempts)
+            if delay is None:
+                delivery.status = DeliveryStatus.DEAD
+                delivery.next_attempt_at = None
+                cutoff = now - timedelta(seconds=settings.EVENTHUB_WEBHOOK_DISABLE_AFTER)
+                days = settings.EVENTHUB_WEBHOOK_DISABLE_AFTER / 86400
+                endpoints.filter(active=True, failing_since__lte=cutoff).update(
+                    active=False,
+                    disabled_reason=f"Every delivery failed for {days:g} days "
+                    f"(last: {error or status_code})"[:300],
+                )
+            else:
+                delivery.next_attempt_at = now + timedelta(seconds=delay)
+        delivery.save()
+    return delivery.status
