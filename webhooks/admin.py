@@ -19,6 +19,7 @@ from webhooks.models import (
 
 
 class EndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2000, assume_scheme="https")
     topics = forms.CharField(initial="*", help_text="Topic patterns, comma-separated.")
     kinds = forms.MultipleChoiceField(
         choices=[(k, k) for k in KINDS], initial=["event"], widget=forms.CheckboxSelectMultiple
