@@ -136,7 +136,8 @@ def deliveries_claim(
     On PostgreSQL several workers claim side by side (FOR UPDATE SKIP LOCKED).
     """
     now = timezone.now()
-    lease = timedelta(seconds=settings.EVENTHUB_WEBHOOK_TIMEOUT + 30)
+    # Long enough for the attempt and its record; a dead sender's claims are due after it.
+    lease = timedelta(seconds=settings.EVENTHUB_WEBHOOK_TIMEOUT * 1.5 + 5)
     with transaction.atomic():
         due = (
             WebhookDelivery.objects.filter(

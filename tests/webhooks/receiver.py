@@ -12,6 +12,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: str
+    status: int = 200  # what the receiver answered
     at: float = field(default_factory=time.time)
 
 
@@ -31,7 +32,12 @@ class Receiver:
                     time.sleep(delay)
                 with receiver._changed:
                     receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                        Received(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            status,
+                        )
                     )
                     receiver._changed.notify_all()
                 self.send_response(status)

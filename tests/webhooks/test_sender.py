@@ -16,7 +16,9 @@ from asgiref.sync import sync_to_async
 
 from streams.envelope import Envelope
 from streams.log.writes import event_log_write_batch
+from streams import runtime
 from tests.conftest import asgi_client
+from tests.inprocess import publish
 from tests.factories import ACTOR
 from webhooks import sender as sender_module
 from webhooks import services
@@ -266,3 +268,17 @@ async def test_after_a_rotation_both_secrets_sign_for_the_grace(tenant, receiver
 
     assert signatures_valid(new_secret, got.headers, got.body) == [True, False]
     assert signatures_valid(created.secret, got.headers, got.body) == [False, True]
+
+
+async def test_an_event_published_on_the_embedded_engine_is_posted_by_its_own_sender(
+    tenant, api_key, receiver, allow_private
+):
+    allow_private.EVENTHUB_WEBHOOK_SENDER = True
+    await endpoint(tenant, receiver.url("/embedded"))
+
+    accepted = await publish(api_key, topic="orders", data={"n": 1})
+
+    [got] = await asyncio.to_thread(receiver.wait_for, "/embedded", 1)
+    assert got.headers["webhook-id"] == accepted["id"]
+    assert json.loads(got.body)["data"] == {"n": 1}
+    await runtime.shutdown()
