@@ -85,4 +85,3 @@ async def test_every_event_reaches_its_webhook_across_a_sigkill_of_the_worker_mi
         assert set(statuses) == set(first + later)
     finally:
         receiver.stop()
-

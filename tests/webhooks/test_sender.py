@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 import pytest
 from asgiref.sync import sync_to_async
 
+from streams import runtime
 from streams.envelope import Envelope
 from streams.log.writes import event_log_write_batch
-from streams import runtime
 from tests.conftest import asgi_client
-from tests.inprocess import publish
 from tests.factories import ACTOR
+from tests.inprocess import publish
 from webhooks import sender as sender_module
 from webhooks import services
 from webhooks.enqueue import deliveries_for_notices
