@@ -44,7 +44,7 @@ def url_address(url: str) -> str:
     host = parts.hostname or ""
     try:
         infos = socket.getaddrinfo(host, _port(parts), type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
         raise AddressRefused(f"{host} does not resolve") from exc
     return _checked(host, infos)
 
@@ -57,6 +57,6 @@ async def url_address_async(url: str) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, _port(parts), type=socket.SOCK_STREAM
         )
-    except (OSError, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
         raise AddressRefused(f"{host} does not resolve") from exc
     return _checked(host, infos)

@@ -30,6 +30,7 @@ POLL_SECONDS = 1.0
 # Deliveries claimed in one round, and in flight in the whole process.
 CLAIM_LIMIT = 100
 MAX_IN_FLIGHT = 500
+CLAIM_COALESCE_SECONDS = 0.005
 # Bytes of an answer read at most: only its status matters.
 BODY_READ_MAX = 4096
 USER_AGENT = "eventhub-webhooks/1"
@@ -44,8 +45,11 @@ class WebhookSender:
         self._tasks: set[asyncio.Task] = set()
         self._claim = database_sync_to_async(services.deliveries_claim, thread_sensitive=False)
         self._record = database_sync_to_async(
-            services.delivery_attempt_record, thread_sensitive=False
+            services.delivery_attempts_record, thread_sensitive=False
         )
+        # Outcomes not yet recorded: written together, one transaction for many attempts.
+        self._outcomes: list[services.Outcome] = []
+        self._outcome_ready = asyncio.Event()
 
     def wake(self) -> None:
         """Called on the sender's loop when deliveries may have come due (a batch committed)."""
@@ -59,6 +63,7 @@ class WebhookSender:
             follow_redirects=False, timeout=settings.EVENTHUB_WEBHOOK_TIMEOUT
         ) as client:
             self._client = client
+            recorder = asyncio.create_task(self._recorder())
             try:
                 while True:
                     self._wakeup.clear()
@@ -86,7 +91,10 @@ class WebhookSender:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(POLL_SECONDS):
                                 await self._wakeup.wait()
+                        # Attempts ending together are followed by one claim, not one each.
+                        await asyncio.sleep(CLAIM_COALESCE_SECONDS)
             finally:
+                recorder.cancel()
                 for task in list(self._tasks):
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -97,28 +105,32 @@ class WebhookSender:
         try:
             status_code, error = await self._post(delivery)
             duration_ms = int((time.perf_counter() - started) * 1000)
-            backoff = Backoff()
-            while True:
-                try:
-                    await self._record(
-                        claimed=delivery,
-                        at=at,
-                        status_code=status_code,
-                        error=error,
-                        duration_ms=duration_ms,
-                    )
-                    break
-                except Exception:
-                    # Not recorded: the lease runs out and it is sent again (at least once).
-                    logger.exception("recording webhook attempt %s failed", delivery.id)
-                    if backoff.delay > 30:
-                        break
-                    await backoff.wait()
+            self._outcomes.append(services.Outcome(delivery, at, status_code, error, duration_ms))
+            self._outcome_ready.set()
         finally:
             self._in_flight[delivery.endpoint_id] -= 1
             if self._in_flight[delivery.endpoint_id] <= 0:
                 del self._in_flight[delivery.endpoint_id]
             self._wakeup.set()
+
+    async def _recorder(self) -> None:
+        """Records the outcomes of attempts as they end, many in one transaction. One that
+        cannot be recorded is retried a while; then its lease runs out and it is sent again
+        (at least once)."""
+        backoff = Backoff()
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            outcomes, self._outcomes = self._outcomes, []
+            try:
+                await self._record(outcomes=outcomes)
+                backoff.reset()
+            except Exception:
+                logger.exception("recording %d webhook attempts failed", len(outcomes))
+                if backoff.delay <= 30:
+                    self._outcomes[:0] = outcomes
+                    self._outcome_ready.set()
+                await backoff.wait()
 
     async def _post(self, delivery: services.Claimed) -> tuple[int | None, str]:
         """POSTs one delivery; returns (status code or None, error text or "")."""

@@ -4,7 +4,7 @@ claims and attempt outcomes."""
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -187,49 +187,79 @@ def _retry_delay(attempts: int) -> float | None:
     return schedule[attempts - 1] * random.uniform(0.8, 1.2)
 
 
-def delivery_attempt_record(
-    *, claimed: Claimed, at, status_code: int | None, error: str, duration_ms: int
-) -> str | None:
-    """Records one attempt and what follows (delivered, a retry, dead); an endpoint failing
-    for EVENTHUB_WEBHOOK_DISABLE_AFTER seconds is disabled when one of its deliveries dies.
-    Returns the delivery's status, None when it is gone (its endpoint was deleted)."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt went: a status code (None: no answer), an error text, when, how long."""
+
+    claimed: Claimed
+    at: datetime
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+
+def delivery_attempts_record(*, outcomes: Sequence[Outcome]) -> None:
+    """Records attempts and what follows each (delivered, a retry, dead), in one transaction
+    and a few statements however many; an endpoint failing for EVENTHUB_WEBHOOK_DISABLE_AFTER
+    seconds is disabled when one of its deliveries dies. A delivery gone meanwhile (its
+    endpoint deleted) is skipped."""
     now = timezone.now()
-    ok = status_code is not None and 200 <= status_code < 300
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.select_for_update().filter(pk=claimed.id).first()
-        if delivery is None:
-            return None
-        WebhookAttempt.objects.create(
-            delivery=delivery,
-            at=at,
-            status_code=status_code,
-            error=error[:300],
-            duration_ms=duration_ms,
+        deliveries = WebhookDelivery.objects.select_for_update().in_bulk(
+            [o.claimed.id for o in outcomes]
         )
-        if delivery.status != DeliveryStatus.PENDING:
-            return delivery.status
-        delivery.attempts += 1
-        delivery.last_status_code = status_code
-        delivery.last_error = error[:300]
-        endpoints = WebhookEndpoint.objects.filter(pk=claimed.endpoint_id)
-        if ok:
-            delivery.status = DeliveryStatus.DELIVERED
-            delivery.next_attempt_at = None
-            endpoints.filter(failing_since__isnull=False).update(failing_since=None)
-        else:
-            endpoints.filter(failing_since__isnull=True).update(failing_since=now)
-            delay = _retry_delay(delivery.attempts)
-            if delay is None:
-                delivery.status = DeliveryStatus.DEAD
-                delivery.next_attempt_at = None
-                cutoff = now - timedelta(seconds=settings.EVENTHUB_WEBHOOK_DISABLE_AFTER)
-                days = settings.EVENTHUB_WEBHOOK_DISABLE_AFTER / 86400
-                endpoints.filter(active=True, failing_since__lte=cutoff).update(
-                    active=False,
-                    disabled_reason=f"Every delivery failed for {days:g} days "
-                    f"(last: {error or status_code})"[:300],
+        attempts, changed = [], []
+        succeeded: set[int] = set()
+        failed: set[int] = set()
+        died: dict[int, str] = {}
+        for outcome in outcomes:
+            delivery = deliveries.get(outcome.claimed.id)
+            if delivery is None:
+                continue
+            status_code, error = outcome.status_code, outcome.error[:300]
+            attempts.append(
+                WebhookAttempt(
+                    delivery=delivery,
+                    at=outcome.at,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=outcome.duration_ms,
                 )
+            )
+            if delivery.status != DeliveryStatus.PENDING:
+                continue
+            delivery.attempts += 1
+            delivery.last_status_code = status_code
+            delivery.last_error = error
+            if status_code is not None and 200 <= status_code < 300:
+                delivery.status = DeliveryStatus.DELIVERED
+                delivery.next_attempt_at = None
+                succeeded.add(delivery.endpoint_id)
             else:
-                delivery.next_attempt_at = now + timedelta(seconds=delay)
-        delivery.save()
-    return delivery.status
+                failed.add(delivery.endpoint_id)
+                delay = _retry_delay(delivery.attempts)
+                if delay is None:
+                    delivery.status = DeliveryStatus.DEAD
+                    delivery.next_attempt_at = None
+                    died[delivery.endpoint_id] = error or str(status_code)
+                else:
+                    delivery.next_attempt_at = now + timedelta(seconds=delay)
+            changed.append(delivery)
+        WebhookAttempt.objects.bulk_create(attempts)
+        WebhookDelivery.objects.bulk_update(
+            changed, ["status", "attempts", "last_status_code", "last_error", "next_attempt_at"]
+        )
+        endpoints = WebhookEndpoint.objects
+        endpoints.filter(pk__in=succeeded - failed, failing_since__isnull=False).update(
+            failing_since=None
+        )
+        endpoints.filter(pk__in=failed - succeeded, failing_since__isnull=True).update(
+            failing_since=now
+        )
+        cutoff = now - timedelta(seconds=settings.EVENTHUB_WEBHOOK_DISABLE_AFTER)
+        days = settings.EVENTHUB_WEBHOOK_DISABLE_AFTER / 86400
+        for endpoint_id, last in died.items():
+            endpoints.filter(pk=endpoint_id, active=True, failing_since__lte=cutoff).update(
+                active=False,
+                disabled_reason=f"Every delivery failed for {days:g} days (last: {last})"[:300],
+            )
