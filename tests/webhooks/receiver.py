@@ -16,6 +16,10 @@ class Received:
     at: float = field(default_factory=time.time)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default 5 resets connections under a burst
+
+
 class Receiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -24,6 +28,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length).decode()
@@ -48,7 +54,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
