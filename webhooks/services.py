@@ -138,14 +138,18 @@ def deliveries_claim(
     now = timezone.now()
     # Long enough for the attempt and its record; a dead sender's claims are due after it.
     lease = timedelta(seconds=settings.EVENTHUB_WEBHOOK_TIMEOUT * 1.5 + 5)
-    with transaction.atomic():
-        due = (
-            WebhookDelivery.objects.filter(
-                status=DeliveryStatus.PENDING, next_attempt_at__lte=now, endpoint__active=True
-            )
-            .exclude(endpoint_id__in=list(saturated))
-            .order_by("next_attempt_at", "id")
+    due = (
+        WebhookDelivery.objects.filter(
+            status=DeliveryStatus.PENDING, next_attempt_at__lte=now, endpoint__active=True
         )
+        .exclude(endpoint_id__in=list(saturated))
+        .order_by("next_attempt_at", "id")
+    )
+    # A read first: with nothing due (most polls) no transaction is opened, which on SQLite
+    # (BEGIN IMMEDIATE) would take the write lock from the log writer every second.
+    if not due.exists():
+        return []
+    with transaction.atomic():
         if connection.features.has_select_for_update_skip_locked:
             due = due.select_for_update(skip_locked=True, of=("self",))
         taken: dict[int, int] = {}

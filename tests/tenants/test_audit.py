@@ -121,7 +121,9 @@ def test_a_scope_change_in_the_admin_records_the_scopes_before_and_after(admin, 
         ADDRESS,
         issued.api_key.prefix,
     )
-    assert entry.changes == {"scopes": [["history", "publish", "subscribe", "webhooks"], ["subscribe"]]}
+    assert entry.changes == {
+        "scopes": [["history", "publish", "subscribe", "webhooks"], ["subscribe"]]
+    }
 
 
 def test_an_expiry_set_in_the_admin_is_recorded_with_the_new_time(admin, tenant):
