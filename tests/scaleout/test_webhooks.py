@@ -1,14 +1,17 @@
 """Webhooks on the Procfile layout (web and worker processes, Redis, PostgreSQL): every event
 answered 202 reaches its endpoint, also when the worker is SIGKILLed mid-retry and when events
-were accepted while no worker ran."""
+were accepted while no worker ran; a presence change made by a web process reaches the
+endpoints of its kinds through the log stream and the worker."""
 
 import asyncio
+import json
 import signal
 import time
 
 import httpx
 import pytest
 
+from tests.clients import ws_connect
 from tests.webhooks.receiver import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +54,29 @@ async def test_every_event_reaches_its_webhook_across_a_sigkill_of_the_worker_mi
                 json={"url": receiver.url("/hook"), "topics": ["orders"]},
                 headers={"Authorization": f"Bearer {key}"},
             )
-        assert created.status_code == 201, created.text
+            assert created.status_code == 201, created.text
+            presence = await client.post(
+                f"{web.url}/api/v1/webhooks",
+                json={"url": receiver.url("/presence"), "topics": ["room"],
+                      "kinds": ["presence", "occupancy"]},
+                headers={"Authorization": f"Bearer {key}"},
+            )  # fmt: skip
+            assert presence.status_code == 201, presence.text
+            issued = await client.post(
+                f"{web.url}/api/v1/tokens",
+                json={"topics": ["room"], "user": "ada", "info": {"n": 1}},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        ada = await ws_connect(web.ws_url, token=issued.json()["token"], topics="room")
+        await ada.welcome()
+        arrived = await asyncio.to_thread(receiver.wait_for, "/presence", 2, 20.0)
+        bodies = sorted((json.loads(r.body) for r in arrived), key=lambda b: b["type"])
+        assert [(b["type"], b["topic"], b.get("user")) for b in bodies] == [
+            ("join", "room", "ada"),
+            ("occupied", "room", None),
+        ]
+        assert bodies[0]["info"] == {"n": 1}
+        await ada.close()
         first = await publish_many(web, key, 20)
         # Every delivery failed once and waits for its retry: the worker dies now.
         await asyncio.to_thread(receiver.wait_for, "/hook", 25, 20.0)
