@@ -35,6 +35,7 @@ from streams.topics import patterns_matcher
 from tenants.services import api_keys_flush_usage
 from webhooks.enqueue import deliveries_for_notices
 from webhooks.notices import WebhookNotice
+from webhooks.selectors import KindsWanted
 from webhooks.sender import WebhookSender
 
 
@@ -69,6 +70,7 @@ class LocalBackend:
         )
         self.webhook_sender = WebhookSender()
         self._webhook_task: asyncio.Task | None = None
+        self._kinds_wanted = KindsWanted()
         self.log_queue = LocalLogQueue(
             write_batch=lambda batch: event_log_write_batch(envelopes=batch),
             flush_usage=api_keys_flush_usage,
@@ -222,7 +224,8 @@ class LocalBackend:
     async def webhook_notice(self, notice: WebhookNotice) -> None:
         """Queues a presence or occupancy notice for its webhooks, after the events queued so
         far; called on the loop by the tracker's process, never blocks."""
-        self.log_queue.put_record(notice)
+        if await self._kinds_wanted.wants(notice.tenant_id, notice.kind):
+            self.log_queue.put_record(notice)
 
     def count_delivered(self, tenant_id: int, n: int) -> None:
         metrics.count_delivered(tenant_id, n)

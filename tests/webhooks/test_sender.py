@@ -20,6 +20,7 @@ from streams.log.writes import event_log_write_batch
 from tests.conftest import asgi_client
 from tests.factories import ACTOR
 from tests.inprocess import publish
+from tests.streams import test_presence as presence
 from webhooks import sender as sender_module
 from webhooks import services
 from webhooks.enqueue import deliveries_for_notices
@@ -281,4 +282,24 @@ async def test_an_event_published_on_the_embedded_engine_is_posted_by_its_own_se
     [got] = await asyncio.to_thread(receiver.wait_for, "/embedded", 1)
     assert got.headers["webhook-id"] == accepted["id"]
     assert json.loads(got.body)["data"] == {"n": 1}
+    await runtime.shutdown()
+
+
+async def test_a_user_joining_and_leaving_on_the_embedded_engine_is_posted(
+    tenant, api_key, receiver, allow_private
+):
+    allow_private.EVENTHUB_WEBHOOK_SENDER = True
+    allow_private.EVENTHUB_PRESENCE_GRACE = 0.2
+    await endpoint(tenant, receiver.url("/room"), topics=["room"], kinds=["presence", "occupancy"])
+    ws, _ = await presence.ws_open(await presence.token_of(api_key, "ada"), presence=False)
+
+    await ws.disconnect()
+
+    got = await asyncio.to_thread(receiver.wait_for, "/room", 4)
+    assert sorted(json.loads(r.body)["type"] for r in got) == [
+        "join",
+        "leave",
+        "occupied",
+        "vacated",
+    ]
     await runtime.shutdown()
