@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     # streams before channels: its runworker also drains the persistence queue.
     "streams",
     "tenants",
+    "webhooks",
     "dashboard",
     "channels",
 ]
@@ -194,6 +195,28 @@ EVENTHUB_MAX_BUFFER_BYTES = env.int("EVENTHUB_MAX_BUFFER_BYTES", default=4 * 102
 EVENTHUB_MAX_DATA_DEPTH = env.int("EVENTHUB_MAX_DATA_DEPTH", default=32)
 # Events a process's hub may hold queued for one tenant's delivery (streams/delivery/hub.py).
 EVENTHUB_HUB_INBOX_EVENTS = env.int("EVENTHUB_HUB_INBOX_EVENTS", default=10_000)
+# Webhooks (webhooks/): a 2xx within the timeout is success; otherwise retried after each delay
+# of the schedule in turn (seconds, ±20 % jitter), then dead.
+EVENTHUB_WEBHOOK_TIMEOUT = env.float("EVENTHUB_WEBHOOK_TIMEOUT", default=10.0)
+EVENTHUB_WEBHOOK_RETRY_SCHEDULE = [
+    float(s)
+    for s in env.str(
+        "EVENTHUB_WEBHOOK_RETRY_SCHEDULE", default="5,30,120,600,1800,3600,10800,21600,43200"
+    ).split(",")
+    if s.strip()
+]
+# Loopback, private, link-local and reserved addresses are refused unless this is set.
+EVENTHUB_WEBHOOK_ALLOW_PRIVATE = env.bool("EVENTHUB_WEBHOOK_ALLOW_PRIVATE", default=False)
+# Whether this process sends webhooks: the web process on the embedded default, the persistence
+# worker with Redis (tests of other things turn it off).
+EVENTHUB_WEBHOOK_SENDER = env.bool("EVENTHUB_WEBHOOK_SENDER", default=True)
+# Requests in flight to one endpoint at a time, per sending process.
+EVENTHUB_WEBHOOK_CONCURRENCY = env.int("EVENTHUB_WEBHOOK_CONCURRENCY", default=4)
+# An endpoint whose deliveries have all failed for this long is disabled (default 5 days).
+EVENTHUB_WEBHOOK_DISABLE_AFTER = env.float("EVENTHUB_WEBHOOK_DISABLE_AFTER", default=5 * 86400.0)
+# A rotated-out secret still signs (a second signature) for this long (default 1 day).
+EVENTHUB_WEBHOOK_SECRET_GRACE = env.float("EVENTHUB_WEBHOOK_SECRET_GRACE", default=86400.0)
+
 # Events written by the log writer in one transaction, and how long it waits to fill a batch.
 EVENTHUB_PERSIST_BATCH = env.int("EVENTHUB_PERSIST_BATCH", default=500)
 EVENTHUB_PERSIST_LINGER = env.float("EVENTHUB_PERSIST_LINGER", default=0.05)

@@ -9,6 +9,7 @@ from eventhub import asyncapi, health
 
 urlpatterns = [
     path("api/v1/", include("streams.urls")),
+    path("api/v1/", include("webhooks.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/asyncapi.json", asyncapi.asyncapi_view, name="asyncapi"),

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from streams.envelope import Envelope
+from webhooks.notices import WebhookNotice
 
 
 class Engine(Protocol):
@@ -24,6 +25,8 @@ class Engine(Protocol):
     def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def webhook_notice(self, notice: WebhookNotice) -> None: ...
 
     async def publish(
         self,

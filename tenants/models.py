@@ -6,7 +6,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-SCOPES = ("publish", "subscribe", "history")
+SCOPES = ("publish", "subscribe", "history", "webhooks")
 
 
 class Tenant(models.Model):
@@ -77,6 +77,10 @@ class AuditAction(models.TextChoices):
     TENANT_RESUME = "tenant.resume", "tenant resumed"
     TENANT_DELETE = "tenant.delete", "tenant deleted"
     TOKEN_REVOKE = "token.revoke", "token revoked"
+    WEBHOOK_CREATE = "webhook.create", "webhook endpoint created"
+    WEBHOOK_DELETE = "webhook.delete", "webhook endpoint deleted"
+    WEBHOOK_ROTATE = "webhook.rotate", "webhook secret rotated"
+    WEBHOOK_RESEND = "webhook.resend", "webhook delivery sent again"
 
 
 class AuditEntry(models.Model):

@@ -2,6 +2,7 @@
 log queue; the in-memory channel layer carries events to its hub."""
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
@@ -29,8 +30,24 @@ from streams.log.writes import (
     idempotent_responses_write,
 )
 from streams.ratelimit import TokenBuckets
+from streams.tasks import background_task
 from streams.topics import patterns_matcher
 from tenants.services import api_keys_flush_usage
+from webhooks.enqueue import deliveries_for_notices
+from webhooks.notices import WebhookNotice
+from webhooks.selectors import KindsWanted
+from webhooks.sender import WebhookSender
+
+
+def _records_write(records: list) -> int:
+    """Writes the log queue's records: idempotent responses and webhook notices."""
+    notices = [r for r in records if isinstance(r, WebhookNotice)]
+    responses = [r for r in records if not isinstance(r, WebhookNotice)]
+    if responses:
+        idempotent_responses_write(records=responses)
+    if notices:
+        deliveries_for_notices(notices=notices)
+    return len(records)
 
 
 class _TenantSequence:
@@ -51,11 +68,17 @@ class LocalBackend:
         self._idempotency = IdempotencyStore(
             live_rows=idempotent_responses_live, live_row=idempotent_response_live
         )
+        self.webhook_sender = WebhookSender()
+        self._webhook_task: asyncio.Task | None = None
+        self._kinds_wanted = KindsWanted()
         self.log_queue = LocalLogQueue(
             write_batch=lambda batch: event_log_write_batch(envelopes=batch),
             flush_usage=api_keys_flush_usage,
-            write_records=lambda records: idempotent_responses_write(records=records),
-            records_written=self._idempotency.written,
+            write_records=_records_write,
+            records_written=lambda records: self._idempotency.written(
+                [r for r in records if not isinstance(r, WebhookNotice)]
+            ),
+            committed=self.webhook_sender.wake,
         )
         self._idempotency_record = IdempotentResponseInput
         self._seed = database_sync_to_async(
@@ -200,6 +223,16 @@ class LocalBackend:
 
     def start(self) -> None:
         self.log_queue.start()
+        if settings.EVENTHUB_WEBHOOK_SENDER and self._webhook_task is None:
+            self._webhook_task = background_task(
+                self.webhook_sender.run(), name="eventhub-webhook-sender"
+            )
+
+    async def webhook_notice(self, notice: WebhookNotice) -> None:
+        """Queues a presence or occupancy notice for its webhooks, after the events queued so
+        far; called on the loop by the tracker's process, never blocks."""
+        if await self._kinds_wanted.wants(notice.tenant_id, notice.kind):
+            self.log_queue.put_record(notice)
 
     def count_delivered(self, tenant_id: int, n: int) -> None:
         metrics.count_delivered(tenant_id, n)
@@ -246,3 +279,7 @@ class LocalBackend:
         """Refuses further publishes and drains the log queue; runs at shutdown."""
         self.closing = True
         await self.log_queue.stop()
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._webhook_task

@@ -35,6 +35,8 @@ from streams.redis_keys import (
     tenant_key,
 )
 from streams.tasks import background_task
+from webhooks.notices import WebhookNotice
+from webhooks.selectors import KindsWanted
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,7 @@ class RedisBackend:
         self._rewrite_all = False
         self._acquiring: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
+        self._kinds_wanted = KindsWanted()
 
     def start(self) -> None:
         if self._task is None:
@@ -276,6 +279,16 @@ class RedisBackend:
         await self.announcer.announce(tenant_id, envelopes)
         metrics.count_accepted(tenant_id, len(envelopes))
         return envelopes
+
+    async def webhook_notice(self, notice: WebhookNotice) -> None:
+        """Adds a presence or occupancy notice to the log stream, where a persistence worker
+        turns it into webhook deliveries; called by the process whose tracker made the change."""
+        if not await self._kinds_wanted.wants(notice.tenant_id, notice.kind):
+            return
+        try:
+            await self.redis.xadd(LOG_STREAM, {"w": notice.to_json()})
+        except RedisError:
+            logger.warning("presence webhook notice of tenant %s lost", notice.tenant_id)
 
     async def rate_wait(self, *, tenant_id: int, rate: int) -> float:
         """Seconds until the tenant's shared rate bucket holds an event (0: now); takes

@@ -32,6 +32,7 @@ from streams.presence.tracker import PresenceTracker
 from streams.revoked_tokens import revoked_tokens
 from streams.tasks import background_task
 from streams.tokens import TokenGrant
+from webhooks.notices import WebhookNotice
 
 logger = logging.getLogger(__name__)
 
@@ -281,8 +282,19 @@ class Hub:
     # Presence ------------------------------------------------------------------------------
 
     async def _presence_notify(self, change: Change) -> None:
-        """Called by the tracker with each change it makes: every hub with a connection of the
-        tenant gets it (`presence_changed`), this one included."""
+        """Called by the tracker with each change it makes (once over all processes): every hub
+        with a connection of the tenant gets it (`presence_changed`), this one included, and it
+        goes, off this path, to the log queue or stream that makes its webhook deliveries."""
+        notice = WebhookNotice.build(
+            tenant_id=change.tenant_id,
+            type=change.kind,
+            topic=change.topic,
+            user=change.user,
+            info=change.info,
+        )
+        task = self.loop.create_task(self.backend.webhook_notice(notice))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
         await self.layer.group_send(tenant_group(change.tenant_id), presence_message(change))
 
     def presence_changed(self, change: Change) -> None:

@@ -29,6 +29,9 @@ from streams.redis_keys import (
     redis_client,
     tenant_key,
 )
+from webhooks.enqueue import deliveries_for_notices
+from webhooks.notices import WebhookNotice
+from webhooks.sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class LogStreamWorker:
         self._write = database_sync_to_async(
             lambda batch: event_log_write_batch(envelopes=batch), thread_sensitive=False
         )
+        self._write_notices = database_sync_to_async(
+            lambda notices: deliveries_for_notices(notices=notices), thread_sensitive=False
+        )
+        self.webhook_sender = WebhookSender()
         self.batch_size = settings.EVENTHUB_PERSIST_BATCH
         self.claim_idle_ms = int(settings.EVENTHUB_CLAIM_IDLE * 1000)
         self._backlog_read_at = 0.0
@@ -81,8 +88,14 @@ class LogStreamWorker:
 
     async def _commit(self, entries: list[tuple[bytes, dict]]) -> None:
         started = time.perf_counter()
-        envelopes = [envelope_from_member(int(f[b"t"]), f[b"e"]) for _, f in entries]
-        await self._write(envelopes)
+        # An entry is an event (t, e) or a presence notice for the webhooks (w).
+        envelopes = [envelope_from_member(int(f[b"t"]), f[b"e"]) for _, f in entries if b"e" in f]
+        notices = [WebhookNotice.from_json(f[b"w"]) for _, f in entries if b"w" in f]
+        if envelopes:
+            await self._write(envelopes)
+        if notices:
+            await self._write_notices(notices)
+        self.webhook_sender.wake()
         ids = [entry_id for entry_id, _ in entries]
         per_tenant = Counter(e.tenant_id for e in envelopes)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -109,6 +122,9 @@ class LogStreamWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         logger.info("persistence worker %s reading %s", self.name, LOG_STREAM)
+        sender = None
+        if settings.EVENTHUB_WEBHOOK_SENDER:
+            sender = asyncio.ensure_future(self.webhook_sender.run())
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
@@ -131,6 +147,9 @@ class LogStreamWorker:
                 logger.exception("persisting a batch failed; retrying in %.1fs", backoff.delay)
             if not self.stopping.is_set():
                 await backoff.wait()
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
         await self.redis.aclose()
         logger.info("persistence worker %s stopped", self.name)
 

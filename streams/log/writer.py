@@ -34,6 +34,7 @@ class LocalLogQueue:
         flush_usage: Callable[[], int],
         write_records: Callable[[list], int] | None = None,
         records_written: Callable[[list], None] | None = None,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self._write_batch = database_sync_to_async(write_batch, thread_sensitive=False)
@@ -47,6 +48,8 @@ class LocalLogQueue:
         self._queued = self._written = 0
         self._records: deque[tuple[int, object]] = deque()
         self._records_written = records_written
+        # Told on the loop after each commit (the webhook sender: new deliveries may be due).
+        self._committed = committed
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -137,6 +140,8 @@ class LocalLogQueue:
                 if self._records_written is not None:
                     # On the loop, once committed: only now may memory rely on the database.
                     self._records_written(records)
+                if self._committed is not None:
+                    self._committed()
             if time.monotonic() >= next_usage_flush:
                 next_usage_flush = time.monotonic() + KEY_USAGE_FLUSH_SECONDS
                 try:
@@ -168,6 +173,8 @@ class LocalLogQueue:
     async def _write(self, batch: list[Envelope]) -> None:
         await self._retrying(self._write_batch, batch, requeue=self._requeue_events)
         self._written += len(batch)
+        if self._committed is not None:
+            self._committed()
         for envelope in batch:
             self._pending[envelope.tenant_id].popleft()
         metrics.PERSISTENCE_PENDING.dec(len(batch))

@@ -15,6 +15,7 @@ from django.utils import timezone
 from streams import metrics
 from streams.envelope import Envelope
 from streams.models import Event, IdempotentResponse
+from webhooks.enqueue import deliveries_for_events
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def _stored_json(data_json: str) -> Cast | None:
 
 def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
     """Writes accepted events to the log in one statement; a retried batch writes nothing twice.
+    Their webhook deliveries are made in the same transaction, so a logged event has them.
 
     Called by the persistence consumer, in a thread of its own.
     """
@@ -50,13 +52,15 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
     try:
         with transaction.atomic():
             Event.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
+            deliveries_for_events(envelopes=envelopes)
     except (DataError, IntegrityError):
         # One row the database refuses must not block the log forever (the writer retries a
         # failed batch): write row by row and set aside only the refused ones, loudly.
-        for row in rows:
+        for row, envelope in zip(rows, envelopes, strict=True):
             try:
                 with transaction.atomic():
                     Event.objects.bulk_create([row], ignore_conflicts=True)
+                    deliveries_for_events(envelopes=[envelope])
             except (DataError, IntegrityError):
                 logger.error(
                     "event %s of tenant %s refused by the database; not logged",

@@ -90,7 +90,7 @@ for spec in json.loads(os.environ["E2E_TENANT_SPECS"]):
     made.append(keys)
 print(json.dumps(made))
 """
-ALL_SCOPES = "publish,subscribe,history"
+ALL_SCOPES = "publish,subscribe,history,webhooks"
 POOL_SIZE = 25
 
 

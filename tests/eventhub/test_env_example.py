@@ -5,7 +5,7 @@ import re
 
 from tests.processes import ROOT
 
-PRODUCT = ("eventhub", "streams", "tenants", "dashboard")
+PRODUCT = ("eventhub", "streams", "tenants", "webhooks", "dashboard")
 # env("X"), env.int("X", ...), os.environ.get("X"), os.environ["X"], os.getenv("X"); the name
 # may be on the next line.
 READS = re.compile(

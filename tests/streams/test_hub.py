@@ -38,6 +38,10 @@ class FakeBackend:
         self.buffer: list[Envelope] = []
         self.seq = 0
         self.changes: list[tuple[int, str, int]] = []
+        self.notices: list = []
+
+    async def webhook_notice(self, notice) -> None:
+        self.notices.append(notice)
 
     async def current_seq(self, tenant_id: int) -> int:
         return self.seq

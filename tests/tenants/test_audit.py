@@ -121,7 +121,9 @@ def test_a_scope_change_in_the_admin_records_the_scopes_before_and_after(admin, 
         ADDRESS,
         issued.api_key.prefix,
     )
-    assert entry.changes == {"scopes": [["history", "publish", "subscribe"], ["subscribe"]]}
+    assert entry.changes == {
+        "scopes": [["history", "publish", "subscribe", "webhooks"], ["subscribe"]]
+    }
 
 
 def test_an_expiry_set_in_the_admin_is_recorded_with_the_new_time(admin, tenant):
@@ -148,7 +150,7 @@ def test_a_key_change_form_saved_unchanged_records_nothing(admin, tenant):
 
     response = admin.post(
         f"/admin/tenants/apikey/{issued.api_key.pk}/change/",
-        {"name": "app", "scopes": ["history", "publish", "subscribe"], **NO_EXPIRY},
+        {"name": "app", "scopes": ["history", "publish", "subscribe", "webhooks"], **NO_EXPIRY},
     )
 
     assert response.status_code == 302, response.content

@@ -107,7 +107,7 @@ def test_it_stores_only_the_hash_of_the_key(acme):
 def test_it_gives_a_new_key_every_scope_by_default(acme):
     secret = run("create_api_key", "acme").splitlines()[-1]
     principal = selectors.api_key_principal(raw_key=secret)
-    assert principal.scopes == {"publish", "subscribe", "history"}
+    assert principal.scopes == {"publish", "subscribe", "history", "webhooks"}
 
 
 def test_it_gives_a_new_key_only_the_scopes_asked_for(acme):

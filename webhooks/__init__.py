@@ -1,0 +1,1 @@
+"""Provides webhooks: HTTP POSTs of a tenant's events and presence changes to its endpoints."""
