@@ -15,6 +15,7 @@ from streams.publishing import publish_request
 from streams.selectors import tenant_stats
 from tenants.access import TENANT_SUSPENDED
 from tenants.selectors import tenants_visible_to
+from webhooks.selectors import webhook_endpoints_summary
 
 
 def _visible_tenant(request, slug: str):
@@ -52,7 +53,11 @@ def tenant_detail(request, slug: str):
     return render(
         request,
         "dashboard/tenant.html",
-        {"tenant": tenant, "stats": tenant_stats(tenant_id=tenant.pk)},
+        {
+            "tenant": tenant,
+            "stats": tenant_stats(tenant_id=tenant.pk),
+            "webhooks": webhook_endpoints_summary(tenant_id=tenant.pk),
+        },
     )
 
 

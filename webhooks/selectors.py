@@ -3,7 +3,7 @@
 import time
 
 from channels.db import database_sync_to_async
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -12,6 +12,28 @@ DELIVERIES_LISTED = 100
 
 def webhook_endpoints(*, tenant_id: int) -> QuerySet[WebhookEndpoint]:
     return WebhookEndpoint.objects.filter(tenant_id=tenant_id).order_by("id")
+
+
+def webhook_endpoints_summary(*, tenant_id: int) -> list[dict]:
+    """The tenant's endpoints as its dashboard shows them: where, what, whether they are
+    active (and why not), and how many deliveries wait or are dead."""
+    endpoints = webhook_endpoints(tenant_id=tenant_id).annotate(
+        pending=Count("deliveries", filter=Q(deliveries__status="pending")),
+        dead=Count("deliveries", filter=Q(deliveries__status="dead")),
+    )
+    return [
+        {
+            "id": e.pk,
+            "url": e.url,
+            "topics": e.topics,
+            "kinds": e.kinds,
+            "active": e.active,
+            "disabled_reason": e.disabled_reason,
+            "pending": e.pending,
+            "dead": e.dead,
+        }
+        for e in endpoints
+    ]
 
 
 def webhook_endpoint_get(*, tenant_id: int, endpoint_id: int) -> WebhookEndpoint | None:

@@ -38,7 +38,7 @@ SEEN_WITHIN_MS = 10_000
 
 STAFF = ("staff", "staff-password-for-browser-tests")
 # One tenant per test, so that each sees its own sequence numbers and connection counts.
-TENANTS = ("viewer", "resume", "form", "admin", "client", "overview", "refresh")
+TENANTS = ("viewer", "resume", "form", "admin", "client", "overview", "refresh", "webhooks")
 
 # Made in the test database in one Django start-up: the same management commands a user runs,
 # each key read from the last line of its command's output.
@@ -286,6 +286,10 @@ def _make_hub(tmp_path_factory, prepared_database, log_dir: Path) -> Hub:
         DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
         EVENTHUB_HEARTBEAT_INTERVAL=str(HEARTBEAT),
         EVENTHUB_STALE_TIMEOUT=str(STALE_TIMEOUT),
+        # Webhook receivers of the tests listen on loopback, and a retry schedule of seconds
+        # lets a delivery die within a test.
+        EVENTHUB_WEBHOOK_ALLOW_PRIVATE="1",
+        EVENTHUB_WEBHOOK_RETRY_SCHEDULE="0.2,0.2",
     )
     return Hub(env, log_dir)
 

@@ -98,3 +98,21 @@ def test_a_dead_delivery_can_be_sent_again_from_the_admin(admin, tenant, allow_p
     assert dead.attempts == 0
     assert dead.next_attempt_at is not None
     assert AuditEntry.objects.filter(action="webhook.resend").exists()
+
+
+def test_the_dashboard_shows_a_disabled_endpoint_and_why(admin, tenant, allow_private):
+    created = services.webhook_endpoint_create(
+        tenant_id=tenant.pk,
+        url="http://127.0.0.1:9/hook",
+        topics=["*"],
+        kinds=["event"],
+        actor=ACTOR,
+    )
+    WebhookEndpoint.objects.filter(pk=created.endpoint.pk).update(
+        active=False, disabled_reason="Every delivery failed for 5 days."
+    )
+
+    page = admin.get(f"/dashboard/{tenant.slug}/").content.decode()
+
+    assert "http://127.0.0.1:9/hook" in page
+    assert "disabled: Every delivery failed for 5 days." in page
