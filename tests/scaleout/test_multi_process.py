@@ -25,8 +25,11 @@ async def wait_for(check, within: float, what: str):
 
 
 @pytest.fixture
-def hub(two_webs):
-    return two_webs
+def hub(module_two_webs):
+    """The module's two webs and worker (the processes cost seconds to start), with a key of
+    a tenant of the test's own: what a test sees is its own doing."""
+    module_two_webs.key = module_two_webs.fresh_key()
+    return module_two_webs
 
 
 async def test_an_event_published_on_one_process_reaches_both_transports_on_the_other(hub):
