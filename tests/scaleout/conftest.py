@@ -207,11 +207,19 @@ class Cluster:
         self.processes.append(process)
         return process.start()
 
-    def start_side_by_side(self, *kinds: str) -> list[Process]:
-        """Starts a process of each kind at once; returns them, in order, once all are ready."""
+    def start_side_by_side(self, *kinds: str, tenant: str | None = None) -> list[Process]:
+        """Starts a process of each kind at once; returns them, in order, once all are ready.
+        `tenant`: a tenant of that slug is made meanwhile (it needs only the database), and
+        `key` is a key of it."""
         processes = [Process(kind, self.env, self.log_dir) for kind in kinds]
         self.processes.extend(processes)
-        return start_side_by_side(processes)
+        if tenant is None:
+            return start_side_by_side(processes)
+        with ThreadPoolExecutor(1) as pool:
+            key = pool.submit(self.tenant_key, tenant)
+            start_side_by_side(processes)
+            self.key = key.result()
+        return processes
 
     def tenant_key(self, slug: str, *extra: str) -> str:
         """Makes tenant `slug` (`extra`: create_tenant's options) and returns a key of it."""
@@ -275,13 +283,9 @@ def two_webs(make_cluster, pg_database, redis_url):
 
 
 def _start_two_webs(cluster: Cluster) -> None:
-    # The tenant is made while the processes start: it needs only the database.
-    with ThreadPoolExecutor(1) as pool:
-        key = pool.submit(cluster.tenant_key, "acme")
-        cluster.web_a, cluster.web_b, cluster.worker = cluster.start_side_by_side(
-            "web", "web", "worker"
-        )
-        cluster.key = key.result()
+    cluster.web_a, cluster.web_b, cluster.worker = cluster.start_side_by_side(
+        "web", "web", "worker", tenant="acme"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -117,8 +117,8 @@ async def test_database_connections_stay_bounded_however_many_requests_come(
     # Under ASGI each request runs in a thread of its own: connections kept per thread would
     # pile up (one per request) until PostgreSQL refuses more clients.
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    web = cluster.start("web")
-    key = cluster.tenant_key("acme")
+    (web,) = cluster.start_side_by_side("web", tenant="acme")
+    key = cluster.key
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
         for _ in range(150):  # each history page reads the log
             response = await client.get(f"{web.url}/api/v1/events")
