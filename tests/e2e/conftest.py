@@ -309,6 +309,8 @@ class HubServer:
         """Starts the Procfile's web process on a free port (a new one each start) over this
         hub's database; returns once /healthz answers 200."""
         assert self.process is None or not self.process.running, "already running"
+        if self._commands is None:  # its start-up overlaps the server's
+            self._commands = Commands(self.env, self.workdir / "commands.log")
         self.process = Process("web", self.env, self.workdir)
         self._logs.append(self.process.log_path)
         self.process.start(ready_within=within)
