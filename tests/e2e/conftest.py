@@ -12,9 +12,12 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 import httpx
 import pytest
@@ -90,6 +93,84 @@ for spec in json.loads(os.environ["E2E_TENANT_SPECS"]):
     made.append(keys)
 print(json.dumps(made))
 """
+# Runs management commands sent on stdin, one JSON list of arguments a line, in one Django
+# start-up for a hub's whole life: `manage.py shell -c` or a command costs most of a second as a
+# process of its own, and tests run hundreds. `shell -c CODE` is run as the shell runs it
+# (exec), anything else through call_command; each answer is one line after _ANSWER.
+_ANSWER = "@@manage-answer@@ "
+_COMMANDS_SCRIPT = """
+import contextlib, io, json, os, sys, traceback
+from django.core.management import call_command
+from django.db import close_old_connections
+answer, real_stdout = "@@manage-answer@@ ", sys.stdout
+for line in sys.stdin:
+    request = json.loads(line)
+    os.environ.update(request["env"])
+    out, err, ok = io.StringIO(), io.StringIO(), True
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = request["args"]
+            if args[:2] == ["shell", "-c"]:
+                exec(args[2], {"__name__": "__main__"})
+            else:
+                call_command(*args, stdout=out, stderr=err)
+    except BaseException:
+        ok = False
+        err.write(traceback.format_exc())
+    close_old_connections()
+    reply = {"ok": ok, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    real_stdout.write(answer + json.dumps(reply) + "\\n")
+    real_stdout.flush()
+"""
+COMMAND_WITHIN = 60.0
+
+
+class Commands:
+    """One long-lived `manage.py shell` that runs a hub's management commands, one at a time
+    (tests call it from threads too)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._lock = threading.Lock()
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "manage.py", "shell", "-c", _COMMANDS_SCRIPT],
+                cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, text=True,
+            )  # fmt: skip
+        self._lines: Queue[str | None] = Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            if line.startswith(_ANSWER):
+                self._lines.put(line[len(_ANSWER) :])
+        self._lines.put(None)  # it exited
+
+    def run(self, args: tuple[str, ...], env: dict[str, str]) -> str:
+        """Runs `manage.py ARGS` with `env` added; returns stdout, fails the test on error."""
+        with self._lock:
+            assert self._proc.poll() is None, "the hub's command runner exited"
+            self._proc.stdin.write(json.dumps({"args": list(args), "env": env}) + "\n")
+            self._proc.stdin.flush()
+            try:
+                line = self._lines.get(timeout=COMMAND_WITHIN)
+            except Empty:
+                raise AssertionError(f"manage.py {args[0]} took over {COMMAND_WITHIN}s") from None
+        assert line is not None, "the hub's command runner exited"
+        reply = json.loads(line)
+        assert reply["ok"], f"manage.py {' '.join(args)} failed:\n{reply['stderr']}"
+        return reply["stdout"]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=10)
+
+
 ALL_SCOPES = "publish,subscribe,history,webhooks"
 POOL_SIZE = 25
 
@@ -118,6 +199,7 @@ class HubServer:
         self.process: Process | None = None
         self._logs: list[Path] = []  # of every start, in order
         self._pool: list[Tenant] = []
+        self._commands: Commands | None = None
 
     @property
     def url(self) -> str:
@@ -130,8 +212,13 @@ class HubServer:
     # Management commands ---------------------------------------------------------------
 
     def manage(self, *args: str, env: dict[str, str] | None = None) -> str:
-        """Runs `manage.py ARGS` against this hub's database; returns stdout, fails on error."""
-        return manage(dict(self.env, **(env or {})), *args)
+        """Runs `manage.py ARGS` against this hub's database; returns stdout, fails on error.
+        `env` may add only E2E_ variables (the runner's settings are read once)."""
+        env = env or {}
+        assert all(name.startswith("E2E_") for name in env), env
+        if self._commands is None:
+            self._commands = Commands(self.env, self.workdir / "commands.log")
+        return self._commands.run(args, env)
 
     def tenant(
         self,
@@ -222,6 +309,8 @@ class HubServer:
         """Starts the Procfile's web process on a free port (a new one each start) over this
         hub's database; returns once /healthz answers 200."""
         assert self.process is None or not self.process.running, "already running"
+        if self._commands is None:  # its start-up overlaps the server's
+            self._commands = Commands(self.env, self.workdir / "commands.log")
         self.process = Process("web", self.env, self.workdir)
         self._logs.append(self.process.log_path)
         self.process.start(ready_within=within)
@@ -245,9 +334,13 @@ class HubServer:
             self.process.kill()
 
     def stop(self, within: float = STOP_WITHIN) -> None:
-        """SIGTERM, a bounded wait, then SIGKILL if it is still there."""
+        """SIGTERM, a bounded wait, then SIGKILL if it is still there; the command runner
+        goes too (the next command starts another)."""
         if self.process is not None:
             self.process.stop(within)
+        if self._commands is not None:
+            self._commands.close()
+            self._commands = None
 
     def restart(self) -> "HubServer":
         """A graceful stop and a start on the same database (on a new port)."""
@@ -271,7 +364,7 @@ class HubServer:
 def migrated_database(tmp_path_factory) -> Path:
     """A migrated, empty database, made once; each hub starts from a copy of it."""
     workdir = tmp_path_factory.mktemp("template")
-    HubServer(workdir).manage("migrate", "--no-input")
+    manage(HubServer(workdir).env, "migrate", "--no-input")
     return workdir / "db.sqlite3"
 
 

@@ -1,9 +1,16 @@
 """Provides a hub of several real processes on the machine's Redis and PostgreSQL.
 
 Under CI=true a missing Redis or PostgreSQL fails these tests; elsewhere it skips them.
+
+A cluster costs Django start-ups: each is paid as few times as the tests allow. Migrations run
+once per session into a template database that each test's database copies; a tenant and its
+key are made in one `manage.py shell`; processes start side by side; tests that leave the
+processes alone share one cluster per module (`make_module_cluster`), each with tenants of its
+own.
 """
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -12,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -19,7 +27,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.processes import Process, base_env, free_port, manage
+from tests.processes import Process, base_env, free_port, manage, start_side_by_side
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +50,53 @@ def _reachable(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def pg_database():
-    """A fresh, empty PostgreSQL database; dropped afterwards."""
+# The URLs of databases copied from the migrated template: a cluster on one needs no migrate.
+_MIGRATED: set[str] = set()
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    """A database migrated once per session; every test's database is a copy of it."""
     _require("PostgreSQL", _reachable(5432))
-    name = f"eventhub_e2e_{secrets.token_hex(4)}"
+    name = f"eventhub_template_{secrets.token_hex(4)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    try:
+        manage(base_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}"),
+               "migrate", "--no-input")  # fmt: skip
+        yield name
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _copied_database(template: str):
+    name = f"eventhub_e2e_{secrets.token_hex(4)}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    _MIGRATED.add(url)
+    try:
+        yield url
+    finally:
+        _MIGRATED.discard(url)
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database(pg_template):
+    """A fresh PostgreSQL database, migrated and holding no tenant; dropped afterwards."""
+    with _copied_database(pg_template) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_database(pg_template):
+    """As `pg_database`, for the tests of one module."""
+    with _copied_database(pg_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -131,6 +176,23 @@ def own_redis(tmp_path):
     server.stop()
 
 
+# The real create_tenant and create_api_key commands for several tenants in one Django start-up
+# (each start-up costs about a second); each key is the last line of its command's output, as
+# a user would read it.
+_TENANTS_SCRIPT = """
+import io, json, os
+from django.core.management import call_command
+keys = []
+for slug, *extra in json.loads(os.environ["SCALEOUT_TENANTS"]):
+    call_command("create_tenant", slug, *extra, stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("create_api_key", slug, stdout=out)
+    keys.append(out.getvalue().strip().splitlines()[-1])
+print(json.dumps(keys))
+"""
+POOL_SIZE = 10
+
+
 class Cluster:
     """Processes of one hub sharing Redis and PostgreSQL; stops them all at the end."""
 
@@ -138,15 +200,44 @@ class Cluster:
         self.env = env
         self.log_dir = log_dir
         self.processes: list[Process] = []
+        self._pool: list[str] = []
 
     def start(self, kind: str) -> Process:
         process = Process(kind, self.env, self.log_dir)
         self.processes.append(process)
         return process.start()
 
+    def start_side_by_side(self, *kinds: str, tenant: str | None = None) -> list[Process]:
+        """Starts a process of each kind at once; returns them, in order, once all are ready.
+        `tenant`: a tenant of that slug is made meanwhile (it needs only the database), and
+        `key` is a key of it."""
+        processes = [Process(kind, self.env, self.log_dir) for kind in kinds]
+        self.processes.extend(processes)
+        if tenant is None:
+            return start_side_by_side(processes)
+        with ThreadPoolExecutor(1) as pool:
+            key = pool.submit(self.tenant_key, tenant)
+            start_side_by_side(processes)
+            self.key = key.result()
+        return processes
+
     def tenant_key(self, slug: str, *extra: str) -> str:
-        manage(self.env, "create_tenant", slug, *extra)
-        return manage(self.env, "create_api_key", slug).strip().splitlines()[-1]
+        """Makes tenant `slug` (`extra`: create_tenant's options) and returns a key of it."""
+        return self.tenant_keys((slug, *extra))[0]
+
+    def tenant_keys(self, *specs: tuple[str, ...]) -> list[str]:
+        """Makes a tenant for each (slug, *create_tenant options); returns a key of each."""
+        env = dict(self.env, SCALEOUT_TENANTS=json.dumps(specs))
+        out = manage(env, "shell", "-c", _TENANTS_SCRIPT)
+        return json.loads(out.strip().splitlines()[-1])
+
+    def fresh_key(self) -> str:
+        """A key of a new tenant with no limits, for a test of its own on a shared cluster;
+        tenants are made ahead, several at a time."""
+        if not self._pool:
+            specs = [(f"t-{secrets.token_hex(4)}",) for _ in range(POOL_SIZE)]
+            self._pool = self.tenant_keys(*specs)
+        return self._pool.pop(0)
 
     def stop_all(self) -> None:
         """SIGTERM to every process at once, then waits for each (bounded): they shut down
@@ -157,14 +248,23 @@ class Cluster:
             process.stop()
 
 
+def _cluster_env(**env: str) -> dict[str, str]:
+    return base_env(EVENTHUB_HEARTBEAT_INTERVAL="1", EVENTHUB_STALE_TIMEOUT="10", **env)
+
+
+def _migrate_unless_copied(env: dict[str, str]) -> None:
+    if env.get("DATABASE_URL") not in _MIGRATED:
+        manage(env, "migrate", "--no-input")
+
+
 @pytest.fixture
 def make_cluster(request, tmp_path):
     clusters: list[Cluster] = []
     request.node.clusters = clusters  # for redis_url, stopped after them
 
     def make(**env: str) -> Cluster:
-        environment = base_env(EVENTHUB_HEARTBEAT_INTERVAL="1", EVENTHUB_STALE_TIMEOUT="10", **env)
-        manage(environment, "migrate", "--no-input")
+        environment = _cluster_env(**env)
+        _migrate_unless_copied(environment)
         cluster = Cluster(environment, tmp_path)
         clusters.append(cluster)
         return cluster
@@ -178,10 +278,61 @@ def make_cluster(request, tmp_path):
 def two_webs(make_cluster, pg_database, redis_url):
     """Two web processes and a persistence worker on Redis and PostgreSQL, one tenant's key."""
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    cluster.web_a = cluster.start("web")
-    cluster.web_b = cluster.start("web")
-    cluster.worker = cluster.start("worker")
-    cluster.key = cluster.tenant_key("acme")
+    _start_two_webs(cluster)
+    return cluster
+
+
+def _start_two_webs(cluster: Cluster) -> None:
+    cluster.web_a, cluster.web_b, cluster.worker = cluster.start_side_by_side(
+        "web", "web", "worker", tenant="acme"
+    )
+
+
+@pytest.fixture(scope="module")
+def module_redis_url(tmp_path_factory):
+    """A redis-server of the module's own (the machine's database 11 without the binary)."""
+    if shutil.which("redis-server") is not None:
+        server = OwnRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+        server.start()
+        yield server.url
+        server.stop()
+        return
+    _require("Redis", _reachable(REDIS_PORT))
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=11)
+    client.flushdb()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/11"
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def make_module_cluster(tmp_path_factory, module_pg_database, module_redis_url):
+    """Makes clusters that the tests of a module share, on the module's database and Redis
+    unless told otherwise; stops them (before that Redis) after the module's last test. The
+    tests sharing one must not stop its processes, and each uses tenants of its own
+    (`Cluster.fresh_key`, `Cluster.tenant_key` with a slug of its own)."""
+    clusters: list[Cluster] = []
+
+    def make(**env: str) -> Cluster:
+        env.setdefault("DATABASE_URL", module_pg_database)
+        env.setdefault("REDIS_URL", module_redis_url)
+        environment = _cluster_env(**env)
+        _migrate_unless_copied(environment)
+        cluster = Cluster(environment, tmp_path_factory.mktemp("cluster"))
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in clusters:
+        cluster.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_two_webs(make_module_cluster):
+    """As `two_webs`, shared by the tests of a module; `key` is of tenant "acme", made once:
+    a test wanting a tenant of its own takes `fresh_key()`."""
+    cluster = make_module_cluster()
+    _start_two_webs(cluster)
     return cluster
 
 

@@ -47,9 +47,8 @@ async def test_killing_the_worker_mid_burst_loses_nothing_and_writes_nothing_twi
     make_cluster, pg_database, redis_url
 ):
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url, EVENTHUB_CLAIM_IDLE="1")
-    web = cluster.start("web")
-    worker = cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, worker = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
     accepted: list[str] = []
     progress = asyncio.Event()
     publishing = asyncio.create_task(burst(web, key, 300, accepted, progress))
@@ -71,10 +70,8 @@ async def test_sigterm_to_a_web_process_mid_burst_loses_nothing(
     make_cluster, pg_database, redis_url
 ):
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    doomed = cluster.start("web")
-    survivor = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    doomed, survivor, _ = cluster.start_side_by_side("web", "web", "worker", tenant="acme")
+    key = cluster.key
     accepted: list[str] = []
     progress = asyncio.Event()
     publishing = asyncio.create_task(burst(doomed, key, 600, accepted, progress))
@@ -95,9 +92,8 @@ async def test_a_redis_outage_answers_503_then_recovers_without_restarts(
     own_redis, make_cluster, pg_database
 ):
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=own_redis.url)
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, _ = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
     auth = {"Authorization": f"Bearer {key}"}
     subscriber = await ws_connect(web.ws_url, key)
     await subscriber.next_frame()
@@ -135,9 +131,8 @@ async def test_a_redis_outage_answers_503_then_recovers_without_restarts(
 
 async def test_an_emptied_redis_never_reuses_an_event_id(make_cluster, pg_database, redis_url):
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, _ = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
     async with httpx.AsyncClient(timeout=10) as client:
         first = [(await publish(client, web.url, key, "t", i)) for i in range(3)]
 

@@ -2,6 +2,7 @@
 share the publish rate bucket and the count of live connections."""
 
 import asyncio
+import secrets
 import time
 
 import httpx
@@ -16,15 +17,23 @@ RATE = 5
 MAX_CONNECTIONS = 2
 
 
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster):
+    """Two webs that the module's tests share; none of them stops a process."""
+    cluster = make_module_cluster()
+    cluster.web_a, cluster.web_b = cluster.start_side_by_side("web", "web")
+    return cluster
+
+
 @pytest.fixture
-def hub(make_cluster, pg_database, redis_url):
-    cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    cluster.web_a = cluster.start("web")
-    cluster.web_b = cluster.start("web")
-    cluster.limited = cluster.tenant_key(
-        "limited", "--publish-rate", str(RATE), "--max-connections", str(MAX_CONNECTIONS)
-    )
-    cluster.other = cluster.tenant_key("other", "--publish-rate", str(RATE))
+def hub(cluster):
+    """The module's webs with a limited tenant and another one, both the test's own: the
+    buckets and counts it sees are its own doing."""
+    cluster.limited, cluster.other = cluster.tenant_keys(
+        (f"limited-{secrets.token_hex(4)}", "--publish-rate", str(RATE),
+         "--max-connections", str(MAX_CONNECTIONS)),
+        (f"other-{secrets.token_hex(4)}", "--publish-rate", str(RATE)),
+    )  # fmt: skip
     return cluster
 
 

@@ -195,9 +195,8 @@ async def wait_for(check, within: float, what: str):
 async def assert_delivered_and_persisted(cluster) -> None:
     """A web process and a worker: an event published is delivered over WebSocket and is in
     the history API shortly after; /readyz finds Redis."""
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, _ = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
     ws = await ws_connect(web.ws_url, key)
     await ws.welcome()
     async with httpx.AsyncClient(headers=bearer(key), trust_env=False, timeout=10) as client:
@@ -233,9 +232,8 @@ async def test_a_plain_url_to_the_tls_port_is_answered_503_at_once_and_logged(
     cluster = make_cluster(
         DATABASE_URL=pg_database, REDIS_URL=f"redis://127.0.0.1:{tls_redis.port}/0"
     )
-    web = cluster.start("web")
-    worker = cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, worker = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
 
     async with httpx.AsyncClient(headers=bearer(key), trust_env=False, timeout=10) as client:
         started = time.monotonic()
@@ -314,9 +312,8 @@ async def test_a_hub_through_sentinel_follows_a_failover_to_the_replica(
         REDIS_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
         REDIS_PASSWORD=MASTER_PASSWORD,
     )
-    web = cluster.start("web")
-    cluster.start("worker")
-    key = cluster.tenant_key("acme")
+    web, _ = cluster.start_side_by_side("web", "worker", tenant="acme")
+    key = cluster.key
     ws = await ws_connect(web.ws_url, key)
     await ws.welcome()
     control = sentinel_client(sentinel)

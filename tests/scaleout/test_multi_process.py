@@ -25,8 +25,11 @@ async def wait_for(check, within: float, what: str):
 
 
 @pytest.fixture
-def hub(two_webs):
-    return two_webs
+def hub(module_two_webs):
+    """The module's two webs and worker (the processes cost seconds to start), with a key of
+    a tenant of the test's own: what a test sees is its own doing."""
+    module_two_webs.key = module_two_webs.fresh_key()
+    return module_two_webs
 
 
 async def test_an_event_published_on_one_process_reaches_both_transports_on_the_other(hub):
@@ -114,8 +117,8 @@ async def test_database_connections_stay_bounded_however_many_requests_come(
     # Under ASGI each request runs in a thread of its own: connections kept per thread would
     # pile up (one per request) until PostgreSQL refuses more clients.
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_url)
-    web = cluster.start("web")
-    key = cluster.tenant_key("acme")
+    (web,) = cluster.start_side_by_side("web", tenant="acme")
+    key = cluster.key
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
         for _ in range(150):  # each history page reads the log
             response = await client.get(f"{web.url}/api/v1/events")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.clients import publish, ws_connect
-from tests.processes import Process, base_env, manage
-from tests.scaleout.conftest import OwnRedis
+from tests.processes import base_env, manage
+from tests.scaleout.conftest import Cluster, OwnRedis
 from tests.scaleout.test_crash_safety import logged_ids as logged_ids_now
 from tests.scaleout.test_multi_process import wait_for
 
@@ -64,11 +64,10 @@ def embedded_on_own_postgres(own_postgres, tmp_path):
         EVENTHUB_STALE_TIMEOUT="10",
     )
     manage(env, "migrate", "--no-input")
-    manage(env, "create_tenant", "acme")
-    key = manage(env, "create_api_key", "acme").strip().splitlines()[-1]
-    web = Process("web", env, tmp_path).start()
-    yield web, key, own_postgres
-    web.stop()
+    cluster = Cluster(env, tmp_path)
+    (web,) = cluster.start_side_by_side("web", tenant="acme")
+    yield web, cluster.key, own_postgres
+    cluster.stop_all()
 
 
 async def test_while_the_database_is_down_events_are_accepted_up_to_the_bound_then_logged(
@@ -126,8 +125,8 @@ async def test_with_no_worker_the_log_stream_is_bounded_and_drains_when_one_runs
     cluster = make_cluster(
         DATABASE_URL=pg_database, REDIS_URL=redis_url, EVENTHUB_LOG_BACKLOG_MAX=str(BOUND)
     )
-    web = cluster.start("web")
-    key = cluster.tenant_key("acme")
+    (web,) = cluster.start_side_by_side("web", tenant="acme")
+    key = cluster.key
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
         accepted = [(await publish(client, web.url, key, "t", n))["id"] for n in range(BOUND)]
 
@@ -154,9 +153,8 @@ async def test_after_a_redis_restart_publishing_resumes_and_subscribers_learn_th
     redis_server.start()
     cluster = make_cluster(DATABASE_URL=pg_database, REDIS_URL=redis_server.url)
     try:
-        web = cluster.start("web")
-        worker = cluster.start("worker")
-        key = cluster.tenant_key("acme")
+        web, worker = cluster.start_side_by_side("web", "worker", tenant="acme")
+        key = cluster.key
         async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
             logged = [await publish(client, web.url, key, "t", n) for n in range(3)]
 
@@ -292,9 +290,8 @@ async def test_a_minute_without_postgresql_or_redis_loses_nothing_and_recovers_b
     started = []
     for database, redis_server in ((own_postgres.url, redis_url), (pg_database, own_redis.url)):
         cluster = make_cluster(DATABASE_URL=database, REDIS_URL=redis_server)
-        web = cluster.start("web")
-        cluster.start("worker")
-        started.append((web, cluster.tenant_key("acme")))
+        web, _ = cluster.start_side_by_side("web", "worker", tenant="acme")
+        started.append((web, cluster.key))
     (pg_web, pg_key), (redis_web, redis_key) = started
     await asyncio.gather(
         a_minute_without_postgresql(pg_web, pg_key, own_postgres),

@@ -12,15 +12,20 @@ from tests.scaleout.test_multi_process import wait_for
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def hub(make_cluster, pg_database, redis_url):
-    cluster = make_cluster(
-        DATABASE_URL=pg_database, REDIS_URL=redis_url, EVENTHUB_REPLAY_WINDOW="30"
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster):
+    """Two webs and a worker that the module's tests share; none of them stops a process."""
+    cluster = make_module_cluster(EVENTHUB_REPLAY_WINDOW="30")
+    cluster.web_a, cluster.web_b, cluster.worker = cluster.start_side_by_side(
+        "web", "web", "worker"
     )
-    cluster.web_a = cluster.start("web")
-    cluster.web_b = cluster.start("web")
-    cluster.worker = cluster.start("worker")
-    cluster.key = cluster.tenant_key("acme")
+    return cluster
+
+
+@pytest.fixture
+def hub(cluster):
+    """The module's cluster with a key of a tenant of the test's own."""
+    cluster.key = cluster.fresh_key()
     return cluster
 
 
