@@ -242,8 +242,9 @@ async def run_presence(connections, keys) -> None:
 def test_a_tenants_presence_is_never_visible_to_another(connections):
     fresh_process_state()
     keys = [
-        api_key_issue(actor=ACTOR, tenant=tenant_create(actor=ACTOR, slug=f"iso-{next(_slugs)}"))
-        .secret
+        api_key_issue(
+            actor=ACTOR, tenant=tenant_create(actor=ACTOR, slug=f"iso-{next(_slugs)}")
+        ).secret
         for _ in range(2)
     ]
     try:
