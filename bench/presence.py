@@ -90,7 +90,9 @@ async def present(client: httpx.AsyncClient, url: str) -> int:
     return response.json()["connections"]
 
 
-async def crowd(web, key: str, tokens_: list[str], topics: str, presence: bool, concurrency: int):
+async def crowd(
+    web, key: str, tokens_: list[str], topics: str, presence: bool, concurrency: int, stay: int = 0
+):
     """Connects every token, then closes them all; returns (connects/s, CPU ms per connect,
     CPU ms per disconnect)."""
     gate = asyncio.Semaphore(concurrency)
@@ -109,7 +111,7 @@ async def crowd(web, key: str, tokens_: list[str], topics: str, presence: bool, 
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
         await asyncio.sleep(GRACE)
         for _ in range(600):  # at most a minute more
-            if not await present(client, web.url):
+            if await present(client, web.url) <= stay:
                 break
             await asyncio.sleep(0.1)
     cpu2 = proc_cpu(web.proc.pid)
@@ -117,31 +119,56 @@ async def crowd(web, key: str, tokens_: list[str], topics: str, presence: bool, 
     return n / wall, (cpu1 - cpu0) / n * 1000, (cpu2 - cpu1) / n * 1000
 
 
+FIVE = "room,room.a,room.b,room.c,room.d"
+WATCHERS = 10
+EVERYONE_AT_MOST = 200  # everyone with presence=1 is n² frames: a smaller crowd
+
+
 def run(args, settings: dict[str, str], label: str) -> None:
     with embedded_hub(EVENTHUB_PRESENCE_GRACE=str(GRACE), **settings) as (web, key):
         users = [f"u{i}" for i in range(args.users)]
         samples = [f"s{i}" for i in range(args.samples)]
-        all_tokens = asyncio.run(tokens(web.url, key, [*users, *samples, "watcher"]))
-        crowd_tokens, sample_tokens = all_tokens[: args.users], all_tokens[args.users : -1]
-        joins, leaves = asyncio.run(latency(web.ws_url, all_tokens[-1], sample_tokens))
+        watchers = [f"w{i}" for i in range(WATCHERS)]
+        all_tokens = asyncio.run(tokens(web.url, key, [*users, *samples, *watchers]))
+        crowd_tokens = all_tokens[: args.users]
+        sample_tokens = all_tokens[args.users : args.users + args.samples]
+        watcher_tokens = all_tokens[args.users + args.samples :]
+        joins, leaves = asyncio.run(latency(web.ws_url, watcher_tokens[0], sample_tokens))
         print(f"[{label}] join latency ms: median {statistics.median(joins) * 1000:.1f}, "
               f"max {max(joins) * 1000:.1f}; leave after the grace ms: median "
               f"{statistics.median(leaves) * 1000:.1f}, max {max(leaves) * 1000:.1f}")  # fmt: skip
-        print(f"[{label}] {args.users} users  {'conn/s':>7} {'CPU ms/conn':>11} "
+        asyncio.run(crowd(web, key, crowd_tokens[:200], "room*", False, args.concurrency))  # warm
+        print(f"[{label}] {'users':>5} {'subscription':>24} {'conn/s':>7} {'CPU ms/conn':>11} "
               f"{'CPU ms/disc':>11} {'ratio conn':>10} {'ratio disc':>10}")  # fmt: skip
         base = None
-        for name, topics, presence in (
-            ("room* (none)", "room*", False),
-            ("room", "room", False),
-            ("room+presence=1", "room", True),
+        everyone = crowd_tokens[: min(args.users, EVERYONE_AT_MOST)]
+        for name, group, topics, presence, watched in (
+            ("room* (none)", crowd_tokens, "room*", False, False),
+            ("room", crowd_tokens, "room", False, False),
+            ("5 exact topics", crowd_tokens, FIVE, False, False),
+            (f"room, {WATCHERS} watch", crowd_tokens, "room", False, True),
+            ("room* (none)", everyone, "room*", False, False),
+            ("room, all presence=1", everyone, "room", True, False),
         ):
             rate, per_conn, per_disc = asyncio.run(
-                crowd(web, key, crowd_tokens, topics, presence, args.concurrency)
-            )
-            base = base or (per_conn, per_disc)
-            print(f"[{label}] {name:>17} {rate:>7.0f} {per_conn:>11.2f} {per_disc:>11.2f} "
-                  f"{per_conn / base[0]:>10.2f} {per_disc / base[1]:>10.2f}")  # fmt: skip
+                watched_crowd(web, key, watcher_tokens if watched else [], group, topics,
+                              presence, args.concurrency)
+            )  # fmt: skip
+            if topics == "room*":
+                base = (per_conn, per_disc)
+            ratios = f"{per_conn / base[0]:>10.2f} {per_disc / base[1]:>10.2f}"
+            print(f"[{label}] {len(group):>5} {name:>24} {rate:>7.0f} {per_conn:>11.2f} "
+                  f"{per_disc:>11.2f} {ratios}")  # fmt: skip
             time.sleep(1)
+
+
+async def watched_crowd(web, key, watcher_tokens, group, topics, presence, concurrency):
+    """`crowd`, with watchers on `room` with presence=1 (reading every frame) meanwhile."""
+    watchers = [await open_ws(web.ws_url, t, "room", True) for t in watcher_tokens]
+    try:
+        return await crowd(web, key, group, topics, presence, concurrency, len(watchers))
+    finally:
+        await asyncio.gather(*(w.close() for w in watchers), return_exceptions=True)
 
 
 def main() -> None:
