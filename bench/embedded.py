@@ -39,13 +39,15 @@ def peak_rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def embedded_hub() -> Iterator[tuple[Process, str]]:
+def embedded_hub(**settings: str) -> Iterator[tuple[Process, str]]:
     """One daphne on SQLite in a temporary directory, and a key of its tenant `bench`; stopped
-    (SIGTERM) on exit. Keys are cached as in production (2 s)."""
+    (SIGTERM) on exit. Keys are cached as in production (2 s); `settings` add to its
+    environment (REDIS_URL, EVENTHUB_PRESENCE_GRACE, …)."""
     with tempfile.TemporaryDirectory() as workdir:
         env = base_env(
             DATABASE_URL=f"sqlite:///{Path(workdir) / 'bench.sqlite3'}",
             EVENTHUB_KEY_CACHE_SECONDS="2",
+            **settings,
         )
         manage(env, "migrate", "--no-input")
         manage(env, "create_tenant", "bench")

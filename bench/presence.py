@@ -1,194 +1,193 @@
-"""Prints what presence costs: join and leave latency as another subscriber sees them, and the
-server's CPU per connect and disconnect of 1000 users with presence against the same crowd
-without it, on the embedded default and with Redis.
+"""Prints what presence costs: join / leave latency, and the server's CPU per connect and
+disconnect of a crowd of users, with and without presence, on one hub.
 
-    .venv/bin/python bench/presence.py [--users 1000] [--samples 20] [--engines embedded,redis]
+    .venv/bin/python bench/presence.py [--users 1000] [--concurrency 100] [--samples 10]
+                                       [--redis redis://127.0.0.1:6379/13]
 
-For each engine it starts one daphne (SQLite in a temporary directory; with `redis`, a
-redis-server of its own on a free port as REDIS_URL) with EVENTHUB_PRESENCE_GRACE=1, makes a
-tenant, a key and one token per user (`user` and `info` claims), then:
-- latency: an observer subscribed with `presence=1` to the topic `room`; --samples times, one
-  user connects (the time to the observer's `join`, from the user's connect) and disconnects
-  (the time to its `leave`, minus the grace);
-- cost: --users users connect to `room` (present) 100 at a time, each waiting for its welcome,
-  then all disconnect; the same with the pattern `room.*` (not an exact topic: no presence).
-  The server's CPU per connect and per disconnect, and the ratio of the two runs.
-Loopback only; every phase is bounded in time.
+Starts one daphne on the embedded defaults (or, with --redis, on that Redis: a db of its own,
+flushed before and after), with a 1 s presence grace. Latency: a watcher with `presence=1` on
+`room`; a token holder connects (until the watcher's join frame) and disconnects (until its leave
+frame, minus the grace), --samples times. Cost: --users token holders (a user each) connect,
+--concurrency at a time, and then all go, three ways in the same run: to the pattern `room*`
+(not present anywhere: the baseline), to the exact topic `room` (counted in presence), and to
+`room` with `presence=1` (also a snapshot in each welcome and a join / leave frame to everyone
+else: n² frames in all). Prints connects/s, the server's CPU ms per connect and per disconnect
+(until presence is empty after the grace), and each as a ratio to the baseline. Loopback only;
+every wait is bounded.
 """
 
 import argparse
 import asyncio
-import contextlib
 import json
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import websockets
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.embedded import proc_cpu  # noqa: E402
-from tests.processes import Process, base_env, free_port, manage  # noqa: E402
+from bench.embedded import embedded_hub, proc_cpu
 
 GRACE = 1.0
 
 
-@contextlib.contextmanager
-def _hub(engine: str):
-    """(web process, key) of a hub on `engine`; everything stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="eventhub-presence-") as workdir:
-        redis_proc = None
-        extra = {}
-        if engine == "redis":
-            port = free_port()
-            redis_proc = subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                stdout=subprocess.DEVNULL,
-                cwd=workdir,
-            )
-            extra["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        web = None
-        try:
-            env = base_env(
-                DATABASE_URL=f"sqlite:///{Path(workdir) / 'db.sqlite3'}",
-                EVENTHUB_PRESENCE_GRACE=str(GRACE),
-                EVENTHUB_KEY_CACHE_SECONDS="2",
-                **extra,
-            )
-            manage(env, "migrate", "--no-input")
-            manage(env, "create_tenant", "bench")
-            key = manage(env, "create_api_key", "bench").strip().splitlines()[-1]
-            web = Process("web", env, Path(workdir)).start()
-            yield web, key
-        finally:
-            if web is not None:
-                web.stop()
-            if redis_proc is not None:
-                redis_proc.terminate()
-                redis_proc.wait(10)
+async def tokens(url: str, key: str, users: list[str]) -> list[str]:
+    gate = asyncio.Semaphore(20)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
 
-
-async def _tokens(url: str, key: str, n: int) -> list[str]:
-    gate = asyncio.Semaphore(16)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    ) as client:
-
-        async def one(i: int) -> str:
+        async def one(user: str) -> str:
             async with gate:
-                body = {
-                    "topics": ["room", "room.*"],
-                    "ttl": 3600,
-                    "user": f"user-{i}",
-                    "info": {"name": f"User {i}"},
-                }
-                response = await client.post("/api/v1/tokens", json=body)
+                response = await client.post(
+                    f"{url}/api/v1/tokens",
+                    json={"topics": ["room*"], "user": user, "info": {"n": user}},
+                )
                 response.raise_for_status()
                 return response.json()["token"]
 
-        return await asyncio.gather(*(one(i) for i in range(n)))
+        return list(await asyncio.gather(*(one(u) for u in users)))
 
 
-async def _open(ws_url: str, topics: str, token: str, query: str = ""):
+async def open_ws(ws_url: str, token: str, topics: str, presence: bool):
+    params = {"token": token, "topics": topics}
+    if presence:
+        params["presence"] = "1"
     ws = await websockets.connect(
-        f"{ws_url}/ws/v1/events?topics={topics}&token={token}{query}",
-        ping_interval=None,
-        open_timeout=30,
+        f"{ws_url}/ws/v1/events?{urlencode(params)}", ping_interval=None, max_queue=None
     )
-    welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
-    assert welcome["type"] == "welcome", welcome
-    return ws, welcome
+    await asyncio.wait_for(ws.recv(), 10)  # the welcome
+    return ws
 
 
-async def _frame(ws, kind: str, user: str, within: float = 10.0) -> float:
-    """Waits for the `kind` frame of `user`; returns when it came (perf_counter)."""
-    deadline = time.perf_counter() + within
+async def frame_of(ws, kind: str, user: str) -> float:
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.perf_counter()))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if frame.get("type") == kind and frame.get("user") == user:
             return time.perf_counter()
 
 
-async def _latency(ws_url: str, observer_token: str, tokens: list[str]) -> tuple[list, list]:
-    observer, _ = await _open(ws_url, "room", observer_token, "&presence=1")
+async def latency(ws_url: str, watcher_token: str, holder_tokens: list[str]) -> tuple[list, list]:
+    watcher = await open_ws(ws_url, watcher_token, "room", True)
     joins, leaves = [], []
     try:
-        for i, token in enumerate(tokens):
-            user = f"user-{i + 1}"
+        for i, token in enumerate(holder_tokens):
             started = time.perf_counter()
-            ws, _ = await _open(ws_url, "room", token)
-            joins.append(await _frame(observer, "join", user) - started)
-            await ws.close()
-            closed = time.perf_counter()
-            leaves.append(await _frame(observer, "leave", user, GRACE + 10) - closed - GRACE)
+            holder = await open_ws(ws_url, token, "room", False)
+            joins.append((await frame_of(watcher, "join", f"s{i}")) - started)
+            started = time.perf_counter()
+            await holder.close()
+            leaves.append((await frame_of(watcher, "leave", f"s{i}")) - started - GRACE)
     finally:
-        await observer.close()
+        await watcher.close()
     return joins, leaves
 
 
-async def _crowd(ws_url: str, topics: str, tokens: list[str], pid: int) -> tuple[float, float]:
-    """Server CPU ms per connect and per disconnect of `tokens`' holders on `topics`."""
-    gate = asyncio.Semaphore(100)
+async def present(client: httpx.AsyncClient, url: str) -> int:
+    response = await client.get(f"{url}/api/v1/presence", params={"topic": "room"})
+    return response.json()["connections"]
 
-    async def one(token: str):
+
+async def crowd(
+    web, key: str, tokens_: list[str], topics: str, presence: bool, concurrency: int, stay: int = 0
+):
+    """Connects every token, then closes them all; returns (connects/s, CPU ms per connect,
+    CPU ms per disconnect)."""
+    gate = asyncio.Semaphore(concurrency)
+    opened = []
+
+    async def one(token: str) -> None:
         async with gate:
-            return (await _open(ws_url, topics, token))[0]
+            opened.append(await open_ws(web.ws_url, token, topics, presence))
 
-    cpu0 = proc_cpu(pid)
-    conns = await asyncio.wait_for(asyncio.gather(*(one(t) for t in tokens)), 300)
-    await asyncio.sleep(1.0)  # what connecting leaves to do settles
-    cpu1 = proc_cpu(pid)
-    await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in conns)), 120)
-    await asyncio.sleep(GRACE + 2.0)  # leaves after the grace
-    cpu2 = proc_cpu(pid)
-    return (cpu1 - cpu0) * 1000 / len(tokens), (cpu2 - cpu1) * 1000 / len(tokens)
-
-
-async def _engine(engine: str, users: int, samples: int) -> dict:
-    with _hub(engine) as (web, key):
-        assert web.proc is not None
-        tokens = await _tokens(web.url, key, max(users, samples + 1))
-        joins, leaves = await _latency(web.ws_url, tokens[0], tokens[1 : samples + 1])
-        await asyncio.sleep(GRACE + 1)
-        absent = await _crowd(web.ws_url, "room.*", tokens[:users], web.proc.pid)
-        present = await _crowd(web.ws_url, "room", tokens[:users], web.proc.pid)
-    return {"joins": joins, "leaves": leaves, "absent": absent, "present": present}
+    cpu0 = proc_cpu(web.proc.pid)
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(one(t) for t in tokens_)), 300)
+    wall = time.perf_counter() - started
+    cpu1 = proc_cpu(web.proc.pid)
+    await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as client:
+        await asyncio.sleep(GRACE)
+        for _ in range(600):  # at most a minute more
+            if await present(client, web.url) <= stay:
+                break
+            await asyncio.sleep(0.1)
+    cpu2 = proc_cpu(web.proc.pid)
+    n = len(tokens_)
+    return n / wall, (cpu1 - cpu0) / n * 1000, (cpu2 - cpu1) / n * 1000
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+FIVE = "room,room.a,room.b,room.c,room.d"
+WATCHERS = 10
+EVERYONE_AT_MOST = 200  # everyone with presence=1 is n² frames: a smaller crowd
+
+
+def run(args, settings: dict[str, str], label: str) -> None:
+    with embedded_hub(EVENTHUB_PRESENCE_GRACE=str(GRACE), **settings) as (web, key):
+        users = [f"u{i}" for i in range(args.users)]
+        samples = [f"s{i}" for i in range(args.samples)]
+        watchers = [f"w{i}" for i in range(WATCHERS)]
+        all_tokens = asyncio.run(tokens(web.url, key, [*users, *samples, *watchers]))
+        crowd_tokens = all_tokens[: args.users]
+        sample_tokens = all_tokens[args.users : args.users + args.samples]
+        watcher_tokens = all_tokens[args.users + args.samples :]
+        joins, leaves = asyncio.run(latency(web.ws_url, watcher_tokens[0], sample_tokens))
+        print(f"[{label}] join latency ms: median {statistics.median(joins) * 1000:.1f}, "
+              f"max {max(joins) * 1000:.1f}; leave after the grace ms: median "
+              f"{statistics.median(leaves) * 1000:.1f}, max {max(leaves) * 1000:.1f}")  # fmt: skip
+        asyncio.run(crowd(web, key, crowd_tokens[:200], "room*", False, args.concurrency))  # warm
+        print(f"[{label}] {'users':>5} {'subscription':>24} {'conn/s':>7} {'CPU ms/conn':>11} "
+              f"{'CPU ms/disc':>11} {'ratio conn':>10} {'ratio disc':>10}")  # fmt: skip
+        base = None
+        everyone = crowd_tokens[: min(args.users, EVERYONE_AT_MOST)]
+        for name, group, topics, presence, watched in (
+            ("room* (none)", crowd_tokens, "room*", False, False),
+            ("room", crowd_tokens, "room", False, False),
+            ("5 exact topics", crowd_tokens, FIVE, False, False),
+            (f"room, {WATCHERS} watch", crowd_tokens, "room", False, True),
+            ("room* (none)", everyone, "room*", False, False),
+            ("room, all presence=1", everyone, "room", True, False),
+        ):
+            rate, per_conn, per_disc = asyncio.run(
+                watched_crowd(web, key, watcher_tokens if watched else [], group, topics,
+                              presence, args.concurrency)
+            )  # fmt: skip
+            if topics == "room*":
+                base = (per_conn, per_disc)
+            ratios = f"{per_conn / base[0]:>10.2f} {per_disc / base[1]:>10.2f}"
+            print(f"[{label}] {len(group):>5} {name:>24} {rate:>7.0f} {per_conn:>11.2f} "
+                  f"{per_disc:>11.2f} {ratios}")  # fmt: skip
+            time.sleep(1)
+
+
+async def watched_crowd(web, key, watcher_tokens, group, topics, presence, concurrency):
+    """`crowd`, with watchers on `room` with presence=1 (reading every frame) meanwhile."""
+    watchers = [await open_ws(web.ws_url, t, "room", True) for t in watcher_tokens]
+    try:
+        return await crowd(web, key, group, topics, presence, concurrency, len(watchers))
+    finally:
+        await asyncio.gather(*(w.close() for w in watchers), return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--samples", type=int, default=20)
-    parser.add_argument("--engines", default="embedded,redis")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--redis", default=None, help="also run on this Redis URL (a spare db)")
     args = parser.parse_args()
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if "redis" in engines and not shutil.which("redis-server"):
-        print("redis-server is not installed", file=sys.stderr)
-        return 1
-    results = {e: asyncio.run(_engine(e, args.users, args.samples)) for e in engines}
-    print(f"\npresence, {args.users} users; latencies in ms over {args.samples} samples")
-    print(
-        f"{'engine':<9} {'join p50':>8} {'join max':>8} {'leave-grace p50':>15} {'max':>6} "
-        f"{'CPU/connect':>11} {'(no presence)':>13} {'ratio':>6} "
-        f"{'CPU/disconnect':>14} {'(no presence)':>13} {'ratio':>6}"
-    )
-    for engine, r in results.items():
-        (a_con, a_dis), (p_con, p_dis) = r["absent"], r["present"]
-        print(
-            f"{engine:<9} {statistics.median(r['joins']) * 1000:>8.1f} "
-            f"{max(r['joins']) * 1000:>8.1f} {statistics.median(r['leaves']) * 1000:>15.1f} "
-            f"{max(r['leaves']) * 1000:>6.1f} {p_con:>11.2f} {a_con:>13.2f} "
-            f"{p_con / a_con:>6.2f} {p_dis:>14.2f} {a_dis:>13.2f} {p_dis / a_dis:>6.2f}"
-        )
-    return 0
+    run(args, {}, "embedded")
+    if args.redis:
+        import redis
+
+        redis.Redis.from_url(args.redis).flushdb()
+        try:
+            run(args, {"REDIS_URL": args.redis}, "redis")
+        finally:
+            redis.Redis.from_url(args.redis).flushdb()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,6 +11,7 @@ from rest_framework.exceptions import Throttled, ValidationError
 
 from streams.backends import HubUnavailable
 from streams.event_input import PayloadTooLarge
+from streams.presence.selectors import presence_topics
 from streams.publishing import publish_request
 from streams.selectors import tenant_stats
 from tenants.access import TENANT_SUSPENDED
@@ -66,6 +67,18 @@ def tenant_detail(request, slug: str):
 def tenant_stats_json(request, slug: str):
     tenant = _visible_tenant(request, slug)
     return JsonResponse(tenant_stats(tenant_id=tenant.pk))
+
+
+@login_required
+@require_GET
+def tenant_presence_json(request, slug: str):
+    """The tenant's topics with someone present and their counts, polled by the page (a
+    dashboard session watching presence is not among them)."""
+    tenant = _visible_tenant(request, slug)
+    try:
+        return JsonResponse(presence_topics(tenant_id=tenant.pk))
+    except HubUnavailable:
+        return JsonResponse({"detail": "The hub is unavailable."}, status=503)
 
 
 def _one_line(field_errors) -> str:

@@ -12,6 +12,17 @@
 // Given a `token` function, it gets a fresh token before the current one expires: over a
 // WebSocket it sends it in a `refresh` frame (no reconnect); over SSE it opens a new stream
 // with it and closes the old one once the new one is welcomed (no gap).
+//
+// Presence: with `presence: true` the client asks for presence (`presence=1`) and keeps who is
+// present on each exact topic (a pattern without `*`) of its subscription, from each welcome's
+// snapshot and the `join` / `leave` frames after it (needs a token that carries `user`):
+//
+//   const hub = new EventhubClient({ url, topics: ["room.42"], token, presence: true });
+//   hub.on("presence", (change) => render(hub.presence("room.42")));
+//   // change: {type: "snapshot", topic, users: [{user, info}]} at each welcome (the list is
+//   //         replaced: a reconnect leaves no stale entry), then
+//   //         {type: "join", topic, user, info} / {type: "leave", topic, user, info}
+//   hub.presence("room.42"); // [{user, info}, …] now
 
 const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403]);
 
@@ -28,6 +39,8 @@ export class EventhubClient {
    * @param {string} [options.lastEventId] resume after this event
    * @param {number} [options.minDelay] first reconnect delay in ms (default 500)
    * @param {number} [options.maxDelay] longest reconnect delay in ms (default 30000)
+   * @param {boolean} [options.presence] keep who is present on each exact topic (`presence()`,
+   *   "presence" events)
    */
   constructor(options = {}) {
     this.options = { transport: "websocket", topics: ["*"], minDelay: 500, maxDelay: 30000, ...options };
@@ -38,7 +51,8 @@ export class EventhubClient {
     this.state = "idle";
     this.attempt = 0;
     this.heartbeat = 15;
-    this.handlers = { event: [], welcome: [], state: [], error: [], refreshed: [] };
+    this.handlers = { event: [], welcome: [], state: [], error: [], refreshed: [], presence: [] };
+    this._present = new Map(); // topic -> Map(user -> info), with `presence: true`
     this._socket = null;
     this._source = null;
     this._takeover = null; // {old, oldEnded}: an SSE stream read until its replacement is welcomed
@@ -49,14 +63,20 @@ export class EventhubClient {
   }
 
   /**
-   * Registers a handler for "event", "welcome", "state", "error" or "refreshed" (a new token
-   * took over: `{expires_at}`); returns an unsubscribe.
+   * Registers a handler for "event", "welcome", "state", "error", "refreshed" (a new token
+   * took over: `{expires_at}`) or "presence" (`{type: "snapshot", topic, users}` at each
+   * welcome, then `{type: "join"|"leave", topic, user, info}`); returns an unsubscribe.
    */
   on(name, handler) {
     (this.handlers[name] ||= []).push(handler);
     return () => {
       this.handlers[name] = this.handlers[name].filter((h) => h !== handler);
     };
+  }
+
+  /** Who is present on an exact topic of the subscription now: `[{user, info}, …]`. */
+  presence(topic) {
+    return [...(this._present.get(topic) || new Map())].map(([user, info]) => ({ user, info }));
   }
 
   _emit(name, value) {
@@ -106,6 +126,7 @@ export class EventhubClient {
     if (token) params.set("token", token);
     if (this.options.tenant) params.set("tenant", this.options.tenant);
     if (this.lastEventId) params.set("last_event_id", this.lastEventId);
+    if (this.options.presence) params.set("presence", "1");
     return `${this.baseUrl}${path}?${params}`;
   }
 
@@ -142,6 +163,7 @@ export class EventhubClient {
         welcomed = true;
         this._welcome(frame);
       } else if (frame.type === "event") this._event(frame);
+      else if (frame.type === "join" || frame.type === "leave") this._presenceChange(frame);
       else if (frame.type === "refreshed") this._refreshed(frame);
       else if (frame.type === "error") lastError = frame;
     };
@@ -241,6 +263,7 @@ export class EventhubClient {
   _welcomeSse(frame, controller) {
     if (controller !== this._source) return;
     const takeover = this._takeover;
+    if (takeover) this._presenceSnapshot(frame); // the new stream's list is the current one
     if (!takeover) {
       this._welcome(frame);
       return;
@@ -267,13 +290,20 @@ export class EventhubClient {
     if (!data.length) return;
     const frame = JSON.parse(data.join("\n"));
     if (type === "welcome") this._welcomeSse(frame, controller);
-    else this._event(frame); // from either stream while they overlap: seen ones are dropped
+    else if (type === "join" || type === "leave") {
+      // Either stream's while they overlap: a join of one present, a leave of one gone, is
+      // dropped.
+      if (controller === this._source || controller === this._takeover?.old) {
+        this._presenceChange(frame);
+      }
+    } else this._event(frame); // from either stream while they overlap: seen ones are dropped
   }
 
   _welcome(frame) {
     this.attempt = 0;
     this.heartbeat = frame.heartbeat || this.heartbeat;
     this._setState("open", { recovered: frame.recovered, connectionId: frame.connection_id });
+    this._presenceSnapshot(frame);
     this._emit("welcome", frame);
     this._armWatchdog();
     this._scheduleRefresh(frame.token_expires_at);
@@ -345,6 +375,33 @@ export class EventhubClient {
     this.lastSeq = frame.seq;
     this.lastEventId = frame.id;
     this._emit("event", frame);
+  }
+
+  /** A welcome's presence replaces the lists: whoever left while the client was away is gone. */
+  _presenceSnapshot(frame) {
+    if (!frame.presence) return;
+    this._present = new Map();
+    for (const [topic, users] of Object.entries(frame.presence)) {
+      this._present.set(topic, new Map(users.map(({ user, info }) => [user, info || {}])));
+    }
+    for (const topic of this._present.keys()) {
+      this._emit("presence", { type: "snapshot", topic, users: this.presence(topic) });
+    }
+  }
+
+  _presenceChange(frame) {
+    const users = this._present.get(frame.topic);
+    if (!users) return; // not a topic of this subscription's snapshot
+    if (frame.type === "join") {
+      if (users.has(frame.user)) return;
+      users.set(frame.user, frame.info || {});
+      this._emit("presence", { type: "join", topic: frame.topic, user: frame.user, info: frame.info || {} });
+    } else {
+      if (!users.has(frame.user)) return;
+      const info = users.get(frame.user);
+      users.delete(frame.user);
+      this._emit("presence", { type: "leave", topic: frame.topic, user: frame.user, info });
+    }
   }
 
   _armWatchdog() {

@@ -1,4 +1,5 @@
-// The tenant page: a live event viewer on the hub's own client, a rate chart and a test publisher.
+// The tenant page: a live event viewer on the hub's own client, a rate chart, who is online on a
+// topic (presence, live) with the tenant's per-topic counts, and a test publisher.
 import { EventhubClient } from "../eventhub.js";
 
 const viewer = document.getElementById("viewer");
@@ -87,6 +88,75 @@ async function refreshStats() {
   document.getElementById("lag").textContent = stats.persistence.lag_seconds;
 }
 
+// Presence: its own connection to the one topic watched, opened when asked (the viewer's
+// counts stay those of the tenant's clients). The hub does not count a dashboard session in
+// presence, so watching adds no one to the list or the counts.
+let presenceClient = null;
+const presenceList = document.getElementById("presence-users");
+const presenceState = document.getElementById("presence-state");
+
+function watchPresence(topic) {
+  if (presenceClient) presenceClient.close();
+  presenceList.replaceChildren();
+  presenceClient = new EventhubClient({
+    tenant: viewer.dataset.tenant,
+    transport: document.getElementById("transport").value,
+    topics: [topic],
+    presence: true,
+  });
+  presenceClient.on("state", ({ state, reason }) => {
+    presenceState.textContent = reason ? `${state}: ${reason}` : state;
+    presenceState.className = `state ${state}`;
+  });
+  presenceClient.on("presence", (change) => {
+    if (change.topic === topic) showPresent(presenceClient.presence(topic));
+  });
+  presenceClient.connect();
+}
+
+function showPresent(users) {
+  presenceList.replaceChildren(
+    ...users.map(({ user, info }) => {
+      const item = document.createElement("li");
+      item.dataset.user = user;
+      item.textContent = user;
+      const detail = Object.keys(info || {}).length ? JSON.stringify(info) : "";
+      if (detail) {
+        const span = document.createElement("span");
+        span.textContent = detail;
+        item.append(span);
+      }
+      return item;
+    }),
+  );
+}
+
+async function refreshPresenceTopics() {
+  const response = await fetch(viewer.dataset.presenceUrl, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const { topics, truncated } = await response.json();
+  document.querySelector("#presence-topics tbody").replaceChildren(
+    ...topics.map(({ topic, connections, users }) => {
+      const row = document.createElement("tr");
+      row.dataset.topic = topic;
+      for (const text of [topic, connections, users]) {
+        const cell = document.createElement("td");
+        cell.textContent = text;
+        row.append(cell);
+      }
+      return row;
+    }),
+  );
+  document.getElementById("presence-truncated").hidden = !truncated;
+}
+
+document.getElementById("presence-watch").addEventListener("submit", (submit) => {
+  submit.preventDefault();
+  const topic = submit.target.topic.value.trim();
+  if (topic && !topic.endsWith("*")) watchPresence(topic);
+  else presenceState.textContent = "an exact topic, without *";
+});
+
 document.getElementById("apply").addEventListener("click", connect);
 document.getElementById("transport").addEventListener("change", connect);
 document.getElementById("clear").addEventListener("click", () => list.replaceChildren());
@@ -119,3 +189,5 @@ document.getElementById("publish").addEventListener("submit", async (submit) => 
 connect();
 setInterval(draw, 500);
 setInterval(refreshStats, 2000);
+refreshPresenceTopics();
+setInterval(refreshPresenceTopics, 2000);

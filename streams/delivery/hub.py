@@ -152,14 +152,17 @@ class Hub:
                     raise ConnectionLimitReached
             tenant.add(sub)
         metrics.CONNECTIONS.labels(sub.transport).inc()
-        token = sub.token
-        await self.presence.connect(
-            connection_id=sub.connection_id,
-            tenant_id=sub.tenant_id,
-            patterns=sub.patterns,
-            user=token.user if token is not None else None,
-            info=token.info if token is not None else None,
-        )
+        # A dashboard session is staff watching the tenant, not one of its users: it is not
+        # counted in presence (it still gets the snapshot and join / leave frames it asked for).
+        if sub.session is None:
+            token = sub.token
+            await self.presence.connect(
+                connection_id=sub.connection_id,
+                tenant_id=sub.tenant_id,
+                patterns=sub.patterns,
+                user=token.user if token is not None else None,
+                info=token.info if token is not None else None,
+            )
         if sub.closed:
             self.presence.disconnect(sub.connection_id)  # it left while it was being counted
         if max_connections is None:  # a limited tenant's connection was counted when admitted

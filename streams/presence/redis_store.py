@@ -5,6 +5,8 @@ Keys (the tenant's part under `streams.redis_keys.tenant_key`):
   `[connections, info]` (user "" anonymous, "\\x00" beyond a cap), `u|{user}` -> how many
   processes hold the user, `#listed` (users listed) and `#entries`. Deleted with its last entry.
 - `eventhub:t:{tenant}:presence-users`: users listed over all the tenant's topics (the cap).
+- `eventhub:t:{tenant}:presence-topics`: a set of the tenant's topics with an entry (the
+  dashboard's counts); a topic leaves it with its hash.
 - `eventhub:presence:leases`, a sorted set: process -> when its lease ends (renewed on each
   heartbeat tick, two heartbeat intervals long); `eventhub:presence:held:{process}`: the topic
   hashes it has entries in, which whoever finds its lease ended empties of them.
@@ -17,7 +19,7 @@ from typing import cast
 from django.conf import settings
 
 from streams.presence.changes import LEAVE, UNLISTED, VACATED, Change
-from streams.presence.store import Drop, Info, Put, listed_user, snapshot_from
+from streams.presence.store import Drop, Info, Put, listed_user, snapshot_from, topics_from
 from streams.redis_keys import tenant_key
 
 LEASES = "eventhub:presence:leases"
@@ -50,6 +52,8 @@ redis.call('SADD', KEYS[3], KEYS[1])
 redis.call('EXPIRE', KEYS[3], ARGV[7])
 -- A process killed before its first heartbeat must still be taken out.
 redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[1])
+if occupied then redis.call('SADD', KEYS[5], ARGV[9]) end
+redis.call('EXPIRE', KEYS[5], ARGV[7])
 return {1, new_user and 1 or 0, occupied and 1 or 0, 1}
 """
 
@@ -78,6 +82,7 @@ end
 local vacated = 0
 if removed > 0 and redis.call('HINCRBY', KEYS[1], '#entries', -removed) <= 0 then
   redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[3], ARGV[5])
   vacated = 1
 end
 return {vacated, left}
@@ -92,6 +97,10 @@ def _tenant_users_key(tenant_id: int) -> str:
     return tenant_key(tenant_id, "presence-users")
 
 
+def _tenant_topics_key(tenant_id: int) -> str:
+    return tenant_key(tenant_id, "presence-topics")
+
+
 def _held_key(process: str) -> str:
     return f"eventhub:presence:held:{process}"
 
@@ -103,6 +112,19 @@ def _parse_topic_key(key: str) -> tuple[int, str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(fields: dict) -> dict[tuple[str, str], tuple[int, Info]]:
+    """The entries of a topic hash, (process, user) -> (connections, info)."""
+    entries = {}
+    for field, value in fields.items():
+        name = _text(field)
+        if not name.startswith("e|"):
+            continue
+        process, _, user = name[2:].partition("|")
+        connections, info = json.loads(value)
+        entries[(process, user)] = (int(connections), info)
+    return entries
 
 
 class RedisStore:
@@ -122,7 +144,13 @@ class RedisStore:
     ) -> Put:
         key = topic_key(tenant_id, topic)
         listed, joined, occupied, created = await self._put(
-            keys=[key, _tenant_users_key(tenant_id), _held_key(process), LEASES],
+            keys=[
+                key,
+                _tenant_users_key(tenant_id),
+                _held_key(process),
+                LEASES,
+                _tenant_topics_key(tenant_id),
+            ],
             args=[
                 process,
                 user,
@@ -132,6 +160,7 @@ class RedisStore:
                 settings.EVENTHUB_PRESENCE_MAX_PER_TENANT,
                 KEY_TTL,
                 time.time() + LEASE_INTERVALS * settings.EVENTHUB_HEARTBEAT_INTERVAL,
+                topic,
             ],
         )
         if created:
@@ -141,7 +170,8 @@ class RedisStore:
     async def drop(self, *, tenant_id: int, topic: str, process: str, user: str) -> Drop:
         key = topic_key(tenant_id, topic)
         vacated, left = await self._drop(
-            keys=[key, _tenant_users_key(tenant_id)], args=[process, user, UNLISTED, "0"]
+            keys=[key, _tenant_users_key(tenant_id), _tenant_topics_key(tenant_id)],
+            args=[process, user, UNLISTED, "0", topic],
         )
         held = self._held.get(key, 0) - 1
         if held <= 0:
@@ -153,15 +183,30 @@ class RedisStore:
 
     async def snapshot(self, *, tenant_id: int, topic: str) -> dict:
         fields = cast(dict, await self.redis.hgetall(topic_key(tenant_id, topic)))
-        entries = {}
-        for field, value in fields.items():
-            name = _text(field)
-            if not name.startswith("e|"):
-                continue
-            process, _, user = name[2:].partition("|")
-            connections, info = json.loads(value)
-            entries[(process, user)] = (int(connections), info)
-        return snapshot_from(entries)
+        return snapshot_from(_entries(fields))
+
+    async def present_topics(self, *, tenant_id: int, limit: int) -> dict:
+        # Reads at most `limit` topics (the busiest first among those), in one pipeline.
+        key = _tenant_topics_key(tenant_id)
+        seen: dict[str, None] = {}  # SSCAN may return a member twice
+        cursor = 0
+        while True:
+            cursor, batch = await self.redis.sscan(key, cursor, count=limit)
+            seen.update(dict.fromkeys(_text(member) for member in batch))
+            if not cursor or len(seen) >= limit:
+                break
+        names = list(seen)[:limit]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(topic_key(tenant_id, name))
+            pipe.scard(key)
+            *hashes, total = await pipe.execute()
+        snapshots = {
+            name: snapshot_from(_entries(fields))
+            for name, fields in zip(names, hashes, strict=True)
+            if fields
+        }
+        return topics_from(snapshots, limit=limit, more=int(total) > len(names))
 
     async def heartbeat(self, *, process: str) -> list[Change]:
         now = time.time()
@@ -171,8 +216,13 @@ class RedisStore:
             self._next_refresh = now + KEY_TTL / 3
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.expire(_held_key(process), KEY_TTL)
+                tenants = set()
                 for key in self._held:
                     pipe.expire(key, KEY_TTL)
+                    tenants.add(_parse_topic_key(key)[0])
+                for tenant_id in tenants:
+                    pipe.expire(_tenant_topics_key(tenant_id), KEY_TTL)
+                    pipe.expire(_tenant_users_key(tenant_id), KEY_TTL)
                 await pipe.execute()
         changes: list[Change] = []
         for dead in await self.redis.zrangebyscore(LEASES, "-inf", now, start=0, num=10):
@@ -189,7 +239,8 @@ class RedisStore:
             key = _text(raw)
             tenant_id, topic = _parse_topic_key(key)
             vacated, left = await self._drop(
-                keys=[key, _tenant_users_key(tenant_id)], args=[process, "", UNLISTED, "1"]
+                keys=[key, _tenant_users_key(tenant_id), _tenant_topics_key(tenant_id)],
+                args=[process, "", UNLISTED, "1", topic],
             )
             for user in left:
                 if listed_user(_text(user)):

@@ -47,6 +47,12 @@ class PresenceStore(Protocol):
         """`{"connections": N, "users": [{"user", "info", "connections"}], "truncated"}`."""
         ...
 
+    async def present_topics(self, *, tenant_id: int, limit: int) -> dict:
+        """The tenant's topics with someone present, at most `limit` of them, busiest first:
+        `{"topics": [{"topic", "connections", "users"}], "truncated"}` (`truncated`: more
+        topics than `limit`)."""
+        ...
+
     async def heartbeat(self, *, process: str) -> list[Change]:
         """Called on each heartbeat of the process: renews its lease, and takes out the entries
         of processes whose lease ran out; returns the changes that makes."""
@@ -77,6 +83,16 @@ def snapshot_from(entries: dict[tuple[str, str], tuple[int, Info]]) -> dict:
     return {"connections": total, "users": list(users.values()), "truncated": truncated}
 
 
+def topics_from(snapshots: dict[str, dict], *, limit: int, more: bool) -> dict:
+    """`PresenceStore.present_topics` from snapshots of topics (`snapshot_from`), by topic."""
+    rows = [
+        {"topic": topic, "connections": s["connections"], "users": len(s["users"])}
+        for topic, s in snapshots.items()
+    ]
+    rows.sort(key=lambda row: (-row["connections"], row["topic"]))
+    return {"topics": rows[:limit], "truncated": more or len(rows) > limit}
+
+
 @dataclass
 class _Topic:
     entries: dict[tuple[str, str], tuple[int, Info]] = field(default_factory=dict)
@@ -94,6 +110,7 @@ class LocalStore:
     def __init__(self) -> None:
         self.topics: dict[tuple[int, str], _Topic] = {}
         self.tenant_users: dict[int, int] = {}
+        self.tenant_topics: dict[int, set[str]] = {}  # the keys of `topics`, by tenant
 
     async def put(
         self, *, tenant_id: int, topic: str, process: str, user: str, connections: int, info: Info
@@ -117,6 +134,7 @@ class LocalStore:
             return Put(listed=False, joined=False, occupied=False)
         occupied = not state.entries
         self.topics[(tenant_id, topic)] = state
+        self.tenant_topics.setdefault(tenant_id, set()).add(topic)
         state.entries[key] = (connections, info)
         state.holders[user] = state.holders.get(user, 0) + 1
         if new_user and listed_user(user):
@@ -138,12 +156,23 @@ class LocalStore:
                     del self.tenant_users[tenant_id]
         if not state.entries:
             del self.topics[(tenant_id, topic)]
+            present = self.tenant_topics[tenant_id]
+            present.discard(topic)
+            if not present:
+                del self.tenant_topics[tenant_id]
             return Drop(left=left, vacated=True)
         return Drop(left=left, vacated=False)
 
     async def snapshot(self, *, tenant_id: int, topic: str) -> dict:
         state = self.topics.get((tenant_id, topic))
         return snapshot_from(state.entries if state else {})
+
+    async def present_topics(self, *, tenant_id: int, limit: int) -> dict:
+        present = self.tenant_topics.get(tenant_id, set())
+        snapshots = {
+            topic: snapshot_from(self.topics[(tenant_id, topic)].entries) for topic in present
+        }
+        return topics_from(snapshots, limit=limit, more=False)
 
     async def heartbeat(self, *, process: str) -> list[Change]:
         return []

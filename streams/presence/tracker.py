@@ -113,6 +113,9 @@ class PresenceTracker:
     async def snapshot(self, *, tenant_id: int, topic: str) -> dict:
         return await self.store.snapshot(tenant_id=tenant_id, topic=topic)
 
+    async def present_topics(self, *, tenant_id: int, limit: int) -> dict:
+        return await self.store.present_topics(tenant_id=tenant_id, limit=limit)
+
     # ------------------------------------------------------------------------------------
 
     async def _add(self, tenant_id: int, topic: str, user: str, info: Info) -> str:

@@ -38,7 +38,11 @@ SEEN_WITHIN_MS = 10_000
 
 STAFF = ("staff", "staff-password-for-browser-tests")
 # One tenant per test, so that each sees its own sequence numbers and connection counts.
-TENANTS = ("viewer", "resume", "form", "admin", "client", "overview", "refresh", "webhooks")
+TENANTS = (
+    "viewer", "resume", "form", "admin", "client", "overview", "refresh", "webhooks", "presence",
+)  # fmt: skip
+# Short, so that a presence test sees a leave soon after a page goes.
+PRESENCE_GRACE = 1.0
 
 # Made in the test database in one Django start-up: the same management commands a user runs,
 # each key read from the last line of its command's output.
@@ -109,10 +113,13 @@ class Hub:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def subscriber_token(self, tenant: Tenant, topics: tuple[str, ...] = ("*",)) -> str:
+    def subscriber_token(
+        self, tenant: Tenant, topics: tuple[str, ...] = ("*",), **holder: object
+    ) -> str:
+        """A token for `topics`; `holder` adds its `user` and `info` claims (presence)."""
         response = httpx.post(
             f"{self.url}/api/v1/tokens",
-            json={"topics": list(topics), "ttl": 600},
+            json={"topics": list(topics), "ttl": 600, **holder},
             headers=tenant.auth,
             timeout=10,
             trust_env=False,
@@ -290,6 +297,7 @@ def _make_hub(tmp_path_factory, prepared_database, log_dir: Path) -> Hub:
         # lets a delivery die within a test.
         EVENTHUB_WEBHOOK_ALLOW_PRIVATE="1",
         EVENTHUB_WEBHOOK_RETRY_SCHEDULE="0.2,0.2",
+        EVENTHUB_PRESENCE_GRACE=str(PRESENCE_GRACE),
     )
     return Hub(env, log_dir)
 

@@ -158,3 +158,96 @@ def test_every_subscriber_gets_exactly_what_its_tenant_and_patterns_allow(scenar
         async_to_sync(run)(subscriptions, publishes, keys, slugs)
     finally:
         fresh_process_state()
+
+
+# Presence ------------------------------------------------------------------------------------
+
+USERS = ["ada", "bob"]
+ROOMS = ["room", "hall"]
+
+
+@st.composite
+def presence_scenarios(draw):
+    """Connections of two tenants with the same user names on the same topics."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 1),
+                st.sampled_from(USERS),
+                st.lists(st.sampled_from(ROOMS), min_size=1, max_size=2, unique=True),
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
+
+
+async def present_via_api(key: str, topic: str) -> set[str]:
+    async with asgi_client(key) as client:
+        response = await client.get("/api/v1/presence", params={"topic": topic})
+    assert response.status_code == 200, response.content
+    return {u["user"] for u in response.json()["users"]}
+
+
+async def run_presence(connections, keys) -> None:
+    opened = []
+    for tenant, user, topics in connections:
+        async with asgi_client(keys[tenant]) as client:
+            response = await client.post(
+                "/api/v1/tokens", json={"topics": topics, "user": user, "info": {"t": tenant}}
+            )
+        assert response.status_code == 201, response.content
+        params = {"token": response.json()["token"], "topics": ",".join(topics), "presence": "1"}
+        ws = WebsocketCommunicator(application, f"/ws/v1/events?{urlencode(params)}")
+        assert (await ws.connect())[0]
+        welcome = await ws.receive_json_from(timeout=2)
+        present_before = {
+            topic: {(t, u) for t, u, ts in connections[: len(opened) + 1] if topic in ts}
+            for topic in topics
+        }
+        for topic in topics:
+            assert {u["user"] for u in welcome["presence"][topic]} == {
+                u for t, u in present_before[topic] if t == tenant
+            }, (tenant, user, topic)
+            assert all(u["info"] == {"t": tenant} for u in welcome["presence"][topic])
+        opened.append((tenant, user, topics, ws, present_before))
+
+    for tenant in (0, 1):
+        for topic in ROOMS:
+            assert await present_via_api(keys[tenant], topic) == {
+                u for t, u, ts in connections if t == tenant and topic in ts
+            }
+    for tenant, user, topics, ws, present_before in opened:
+        joins = set()
+        while not await ws.receive_nothing(timeout=0.1):
+            frame = await ws.receive_json_from(timeout=1)
+            assert frame["type"] == "join", frame
+            assert frame["info"] == {"t": tenant}, "another tenant's join reached it"
+            joins.add((frame["topic"], frame["user"]))
+        expected = {
+            (topic, u)
+            for t, u, ts in connections
+            for topic in topics
+            if t == tenant and topic in ts and u != user and (t, u) not in present_before[topic]
+        }
+        assert joins == expected, (tenant, user, topics)
+    for *_, ws, _ in opened:
+        await ws.disconnect()
+    await runtime.shutdown()
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(max_examples=15, deadline=None)
+@given(connections=presence_scenarios())
+def test_a_tenants_presence_is_never_visible_to_another(connections):
+    fresh_process_state()
+    keys = [
+        api_key_issue(
+            actor=ACTOR, tenant=tenant_create(actor=ACTOR, slug=f"iso-{next(_slugs)}")
+        ).secret
+        for _ in range(2)
+    ]
+    try:
+        async_to_sync(run_presence)(connections, keys)
+    finally:
+        fresh_process_state()

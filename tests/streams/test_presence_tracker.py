@@ -244,9 +244,11 @@ async def test_on_redis_a_dead_processes_users_leave_when_its_lease_runs_out(cli
     assert snapshot["users"] == [{"user": "stays", "info": {"name": "stays"}, "connections": 1}]
     assert not await client.exists("eventhub:presence:held:dead")
     assert sorted(await client.keys("eventhub:t:*")) == [
+        b"eventhub:t:1:presence-topics",
         b"eventhub:t:1:presence-users",
         b"eventhub:t:1:presence:room",
     ]
+    assert await client.smembers("eventhub:t:1:presence-topics") == {b"room"}
 
 
 async def test_a_disconnect_while_the_connect_is_being_counted_leaves_nothing_behind():
@@ -289,3 +291,43 @@ async def test_a_leave_the_store_could_not_take_is_tried_again(monkeypatch):
     await settled(tracker, 0.2)
     assert (LEAVE, "gia") in seen.kinds()
     assert store.topics == {}
+
+
+async def test_a_tenants_present_topics_are_listed_busiest_first_within_the_limit():
+    await present_topics_listed(LocalStore())
+
+
+async def test_on_redis_a_tenants_present_topics_are_listed_busiest_first_within_the_limit(
+    client,
+):
+    await present_topics_listed(RedisStore(client))
+    assert not await client.exists("eventhub:t:3:presence-topics")
+
+
+async def present_topics_listed(store) -> None:
+    tracker, _ = tracker_on(store)
+    await connect(tracker, "ada", topics=("room", "hall", "news.*"))
+    await connect(tracker, "bob", topics=("room",))
+    await connect(tracker, None, topics=("room",))
+    gone = await connect(tracker, "eve", topics=("attic",))
+    await connect(tracker, "ada", topics=("room",), tenant_id=2)
+
+    listed = await tracker.present_topics(tenant_id=1, limit=10)
+    assert listed == {
+        "topics": [
+            {"topic": "room", "connections": 3, "users": 2},
+            {"topic": "attic", "connections": 1, "users": 1},
+            {"topic": "hall", "connections": 1, "users": 1},
+        ],
+        "truncated": False,
+    }
+    assert len((await tracker.present_topics(tenant_id=1, limit=2))["topics"]) == 2
+    assert (await tracker.present_topics(tenant_id=1, limit=2))["truncated"]
+    tracker.disconnect(gone)
+    await settled(tracker, GRACE * 2)
+    topics = (await tracker.present_topics(tenant_id=1, limit=10))["topics"]
+    assert [t["topic"] for t in topics] == ["room", "hall"]
+    assert (await tracker.present_topics(tenant_id=3, limit=10)) == {
+        "topics": [],
+        "truncated": False,
+    }
