@@ -117,6 +117,11 @@ else:
         # that needs it waits this long before its 503 (keys read before are served from
         # memory meanwhile: tenants/selectors.py).
         "timeout": env.float("DATABASE_POOL_TIMEOUT", default=3.0),
+        # How long the pool keeps retrying a connection it lost, its waits doubling each time,
+        # before it gives up and the next checkout starts again from a 1 s wait. psycopg_pool's
+        # 5 minutes let its waits grow past a minute: after a minute-long outage, the log took up
+        # to another minute to catch up (tests/scaleout/test_outages.py, seen failing in CI).
+        "reconnect_timeout": env.float("DATABASE_POOL_RECONNECT_TIMEOUT", default=10.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
