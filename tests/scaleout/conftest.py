@@ -126,6 +126,18 @@ def redis_url(request, tmp_path):
     client.close()
 
 
+@pytest.fixture
+async def redis_engine(redis_url, settings):
+    """The Redis engine itself, in the test's own process, on the test's Redis database."""
+    from eventhub.redis_connection import redis_host
+    from streams.backends.redis import RedisBackend
+
+    settings.REDIS = redis_host(url=redis_url)
+    made = RedisBackend()
+    yield made
+    await made.close()
+
+
 class OwnRedis:
     """A redis-server of the test's own, on a free port; `persistent`: with an append-only
     file so that a restart keeps what it held (as a production Redis for the hub should)."""

@@ -7,7 +7,6 @@ import json
 import pytest
 from django.utils import timezone
 
-from eventhub.redis_connection import redis_host
 from streams.backends.redis import RedisBackend
 from streams.envelope import data_encode
 from streams.redis_keys import envelope_from_member
@@ -21,11 +20,8 @@ SLACK = 7
 
 
 @pytest.fixture
-async def engine(redis_url, settings):
-    settings.REDIS = redis_host(url=redis_url)
-    made = RedisBackend()
-    yield made
-    await made.close()
+def engine(redis_engine):
+    return redis_engine
 
 
 @pytest.fixture

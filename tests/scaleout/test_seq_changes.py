@@ -5,7 +5,6 @@ import pytest
 import redis.asyncio as aioredis
 from django.utils import timezone
 
-from eventhub.redis_connection import redis_host
 from streams.backends.redis import RedisBackend
 from streams.envelope import data_encode
 from streams.redis_keys import SEQ_CLOCK
@@ -15,11 +14,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-async def engine(redis_url, settings):
-    settings.REDIS = redis_host(url=redis_url)
-    made = RedisBackend()
-    yield made
-    await made.close()
+def engine(redis_engine):
+    return redis_engine
 
 
 @pytest.fixture
