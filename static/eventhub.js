@@ -314,12 +314,17 @@ export class EventhubClient {
     this._scheduleRefresh(frame.expires_at);
   }
 
-  /** Plans the next token refresh: a fifth of the token's life before it ends, at most 30 s. */
+  /**
+   * Plans the next token refresh: a fifth of the token's life before it ends (at most 30 s
+   * before), and at least 2 s before (at most half its life): a short-lived token's fifth is too
+   * thin a margin for fetching the next one from a busy server.
+   */
   _scheduleRefresh(expiresAt) {
     clearTimeout(this._refreshTimer);
     if (!expiresAt || typeof this.options.token !== "function") return;
     const left = Date.parse(expiresAt) - Date.now();
-    const delay = Math.max(0, left - Math.min(30000, left / 5));
+    const margin = Math.min(30000, Math.max(left / 5, Math.min(left / 2, 2000)));
+    const delay = Math.max(0, left - margin);
     this._refreshTimer = setTimeout(() => this._refresh(expiresAt), delay);
   }
 
