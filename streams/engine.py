@@ -53,11 +53,12 @@ class Engine(Protocol):
     async def current_seq(self, tenant_id: int) -> int: ...
 
     async def changed_seqs(
-        self, tenant_ids: Collection[int], since: int | None
-    ) -> tuple[int, dict[int, int]]:
+        self, tenant_ids: Collection[int], since: object
+    ) -> tuple[object, dict[int, int]]:
         """The current seq of each of `tenant_ids` whose sequence may have moved since the
-        clock `since` (that this returned before; None: all of them), and the clock now: a
-        hub's catch-up reads what changed, not every tenant it holds, each tick."""
+        read whose cursor is `since` (what this returned then; None: all of them), and the
+        cursor of this read: a hub's catch-up reads what changed, not every tenant it holds,
+        each tick."""
         ...
 
     async def current_epoch(self, tenant_id: int) -> str | None: ...

@@ -19,6 +19,9 @@ LOG_STREAM = "eventhub:log"
 # A hub's catch-up reads only the tenants that moved since its last tick.
 SEQ_CLOCK = "eventhub:seq:clock"
 SEQ_CHANGES = "eventhub:seq:changes"
+# Made by the first reader of a Redis that has none: a Redis that lost its data has another one,
+# so its clock is never taken for the one a hub read before (it may have climbed back past it).
+SEQ_GENERATION = "eventhub:seq:generation"
 
 
 def tenant_key(tenant_id: int, what: str) -> str:

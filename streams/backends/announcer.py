@@ -43,19 +43,20 @@ class Announcer:
         await done
 
     async def _send_all(self, tenant_id: int) -> None:
+        batch: list[tuple[list[Envelope], asyncio.Future]] = []
         try:
             while batch := self._waiting[tenant_id]:
                 self._waiting[tenant_id] = []
                 events = sorted((e for envelopes, _ in batch for e in envelopes), key=_seq)
                 for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
                     await self._send(tenant_id, events[start : start + MAX_EVENTS_PER_MESSAGE])
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+                _release(batch)
         finally:
-            for _, done in self._waiting.pop(tenant_id, []):
-                if not done.done():
-                    done.set_result(None)  # cancelled at shutdown: hubs catch up
+            # Cancelled at shutdown, or failed: the events are sequenced and logged, hubs catch
+            # up; their publishers must get their answer (a publish left hanging is retried by
+            # its client, and published twice).
+            _release(batch)
+            _release(self._waiting.pop(tenant_id, []))
 
     async def _send(self, tenant_id: int, events: list[Envelope]) -> None:
         message = published_message(tenant_id, events)
@@ -78,3 +79,9 @@ class Announcer:
 
 def _seq(envelope: Envelope) -> int:
     return envelope.seq
+
+
+def _release(batch: list[tuple[list[Envelope], asyncio.Future]]) -> None:
+    for _, done in batch:
+        if not done.done():
+            done.set_result(None)

@@ -199,11 +199,11 @@ class LocalBackend:
         return (await self._sequence(tenant_id)).epoch
 
     async def changed_seqs(
-        self, tenant_ids: Collection[int], since: int | None
-    ) -> tuple[int, dict[int, int]]:
+        self, tenant_ids: Collection[int], since: object
+    ) -> tuple[object, dict[int, int]]:
         # In this process's memory: reading every sequence costs what finding the moved ones
         # would.
-        return 0, {t: self._tenants[t].last_seq for t in tenant_ids if t in self._tenants}
+        return None, {t: self._tenants[t].last_seq for t in tenant_ids if t in self._tenants}
 
     async def log_backlog(self) -> tuple[int, float]:
         backlog = [self.log_queue.pending(t) for t in list(metrics.tenant_counters)]

@@ -29,6 +29,7 @@ from streams.redis_keys import (
     LOG_STREAM,
     SEQ_CHANGES,
     SEQ_CLOCK,
+    SEQ_GENERATION,
     envelope_from_member,
     log_backlog,
     redis_client,
@@ -88,14 +89,20 @@ redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[6]), ARGV[1])
 return {first, epoch}
 """
 
-# The tenants whose sequence moved after the clock read `ARGV[1]` (see SEQ_CHANGES): {the clock
-# now, their ids}, or {the clock now, false} when the clock went back (Redis lost its data) or
-# no earlier read is given (-1), and every sequence must be read.
+# The tenants whose sequence moved after the clock read `ARGV[1]` in the generation `ARGV[2]`
+# (see SEQ_CHANGES, SEQ_GENERATION; `ARGV[3]`: the generation to make when there is none):
+# {generation, clock now, their ids}, or {generation, clock now, false} when every sequence
+# must be read (no earlier read, -1; another generation; a clock that went back).
 SEQ_CHANGED = """
+local generation = redis.call('GET', KEYS[3])
+if not generation then
+  generation = ARGV[3]
+  redis.call('SET', KEYS[3], generation)
+end
 local clock = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
-if since < 0 or clock < since then return {clock, false} end
-return {clock, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
+if since < 0 or generation ~= ARGV[2] or clock < since then return {generation, clock, false} end
+return {generation, clock, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}
 """
 
 # The tokens the shared bucket holds now (the PUBLISH script's arithmetic), taking none.
@@ -360,26 +367,31 @@ class RedisBackend:
         return int(last) if last is not None else 0
 
     async def changed_seqs(
-        self, tenant_ids: Collection[int], since: int | None
-    ) -> tuple[int, dict[int, int]]:
+        self, tenant_ids: Collection[int], since: object
+    ) -> tuple[object, dict[int, int]]:
+        generation, clock = since if isinstance(since, tuple) else ("", -1)
         try:
-            clock, changed = await self._seq_changed(
-                keys=[SEQ_CLOCK, SEQ_CHANGES], args=[-1 if since is None else since]
+            generation, clock, changed = await self._seq_changed(
+                keys=[SEQ_CLOCK, SEQ_CHANGES, SEQ_GENERATION],
+                args=[clock, generation, epoch_new()],
             )
             if changed is None:  # Lua's false: every sequence
                 wanted = list(tenant_ids)
             else:
                 moved = {int(t) for t in changed}
                 wanted = [t for t in tenant_ids if t in moved]
-            if not wanted:
-                return int(clock), {}
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for tenant_id in wanted:
-                    pipe.hget(tenant_key(tenant_id, "seq"), "last")
-                lasts = await pipe.execute()
+            seqs: dict[int, int] = {}
+            if wanted:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for tenant_id in wanted:
+                        pipe.hget(tenant_key(tenant_id, "seq"), "last")
+                    lasts = await pipe.execute()
+                seqs = {t: int(last or 0) for t, last in zip(wanted, lasts, strict=True)}
         except RedisError as exc:
             raise HubUnavailable(str(exc)) from exc
-        return int(clock), {t: int(last or 0) for t, last in zip(wanted, lasts, strict=True)}
+        if isinstance(generation, bytes):
+            generation = generation.decode()
+        return (generation, int(clock)), seqs
 
     async def current_epoch(self, tenant_id: int) -> str | None:
         try:

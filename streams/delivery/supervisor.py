@@ -32,10 +32,12 @@ class Supervisor:
         self.hub = hub
         self._credentials_revoked = database_sync_to_async(credentials_revoked)
         self._session_grants_revoked = database_sync_to_async(session_grants_revoked)
-        # The engine's clock at the last catch-up (None: none yet, every sequence is read),
-        # and the tenants to read again whatever it says (their delivery task was running).
-        self._seq_clock: int | None = None
+        # The engine's cursor at the last catch-up (None: none yet, every sequence is read),
+        # and the tenants to read again whatever it says (their delivery task was running, or
+        # this hub had not delivered up to their sequence yet).
+        self._seq_clock: object = None
         self._recheck: set[int] = set()
+        self._ready: set[int] = set()  # the tenants the last catch-up read
 
     async def run(self) -> None:
         """Runs for the life of the hub (started by Hub.start, cancelled at shutdown): a tick
@@ -136,20 +138,20 @@ class Supervisor:
         then, or with its next event."""
         tenants = self.hub.tenants
         ready = {t for t, tenant in tenants.items() if tenant.last_seq is not None}
+        # Read whatever the clock says: the tenants whose last read left something to do, and
+        # those that joined since the last tick (one that joined while that tick's clock was
+        # being read may have moved before it, unseen by this hub).
+        recheck = (self._recheck | (ready - self._ready)) & ready
         if not ready:
+            self._ready = ready
             return
         try:
-            self._seq_clock, moved = await self.hub.backend.changed_seqs(ready, self._seq_clock)
-        except Exception:
-            return
-        recheck, self._recheck = self._recheck & ready, set()
-        for tenant_id in recheck - moved.keys():
-            try:
+            clock, moved = await self.hub.backend.changed_seqs(ready, self._seq_clock)
+            for tenant_id in recheck - moved.keys():
                 moved[tenant_id] = await self.hub.backend.current_seq(tenant_id)
-            except Exception:
-                # The clock moved on: what it reported is read again on the next tick.
-                self._recheck = recheck | moved.keys()
-                return
+        except Exception:
+            return  # nothing moved on: the same reads next tick
+        self._seq_clock, self._ready, self._recheck = clock, ready, set()
         for tenant_id, current in moved.items():
             tenant = tenants.get(tenant_id)
             if tenant is None or tenant.last_seq is None:
@@ -157,10 +159,17 @@ class Supervisor:
             if tenant.draining:
                 self._recheck.add(tenant_id)
                 continue
-            if current > tenant.last_seq:
+            if current <= tenant.last_seq:
+                continue
+            try:
                 missing = await self.hub.fill(tenant_id, tenant.last_seq + 1, current)
                 if missing:
                     await self.hub.deliver(tenant_id, missing)
+            except Exception:
+                logger.warning("could not catch tenant %s up; will retry", tenant_id)
+            # Until this hub has delivered up to `current`, the tenant is read again each tick
+            # (a fill that found nothing, or failed, is not the end of it).
+            self._recheck.add(tenant_id)
 
     async def _beat(self, now: float, interval: float, stale: float) -> None:
         """One heartbeat tick: closes stale connections and slow consumers, and pings each

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from streams.backends.redis import RedisBackend
 from streams.envelope import data_encode
-from streams.redis_keys import SEQ_CLOCK
+from streams.redis_keys import SEQ_CLOCK, SEQ_GENERATION
 from tests.factories import TenantFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -59,15 +59,33 @@ async def test_only_the_tenants_asked_for_are_read(engine, tenants):
 
 
 async def test_a_clock_that_went_back_reads_every_sequence_again(engine, tenants, redis_url):
-    # What an emptied Redis looks like to a hub that read the clock before.
     last = await publish(engine, tenants[0])
-    clock, _ = await engine.changed_seqs(tenants, None)
+    cursor, _ = await engine.changed_seqs(tenants, None)
     client = aioredis.from_url(redis_url)
     try:
         await client.set(SEQ_CLOCK, 0)
     finally:
         await client.aclose()
 
-    _, seqs = await engine.changed_seqs(tenants, clock + 5)
+    _, seqs = await engine.changed_seqs(tenants, cursor)
 
     assert seqs == {tenants[0]: last, tenants[1]: 0, tenants[2]: 0}
+
+
+async def test_a_redis_that_lost_its_data_reads_every_sequence_again_even_past_the_old_clock(
+    engine, tenants, redis_url
+):
+    # What an emptied Redis looks like once publishes have pushed its new clock past the one
+    # a hub read before.
+    await publish(engine, tenants[0])
+    cursor, _ = await engine.changed_seqs(tenants, None)
+    client = aioredis.from_url(redis_url)
+    try:
+        await client.delete(SEQ_GENERATION)
+        await client.incrby(SEQ_CLOCK, 10)
+    finally:
+        await client.aclose()
+
+    _, seqs = await engine.changed_seqs(tenants, cursor)
+
+    assert set(seqs) == set(tenants)

@@ -124,3 +124,18 @@ async def test_a_publisher_cancelled_while_waiting_stops_no_one_elses_send():
     await asyncio.wait_for(second, 1)
 
     assert seqs_sent(layer) == [[1], [2]]
+
+
+async def test_publishers_whose_message_is_on_its_way_get_their_answer_when_the_engine_closes():
+    layer = Layer()
+    layer.gate.clear()
+    announcer = Announcer(layer)
+    sending = asyncio.ensure_future(announcer.announce(1, [envelope(1)]))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # its message is on its way
+    waiting = asyncio.ensure_future(announcer.announce(1, [envelope(2)]))
+    await asyncio.sleep(0)
+
+    announcer.close()
+
+    await asyncio.wait_for(asyncio.gather(sending, waiting), 1)
