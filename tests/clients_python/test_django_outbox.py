@@ -16,9 +16,10 @@ import pytest
 from eventhub_client import Client
 
 from tests.processes import ROOT
-from tests.scaleout.conftest import pg_database
+from tests.scaleout.conftest import pg_database, pg_template
 
-__all__ = ["pg_database"]
+# The scale-out fixtures of a PostgreSQL database (a copy of a migrated template), used here.
+__all__ = ["pg_database", "pg_template"]
 
 pytestmark = pytest.mark.e2e
 
