@@ -119,6 +119,19 @@ async def test_an_http_1_0_sse_client_gets_its_events_without_chunked_framing(hu
     assert [b.split(b"\n")[0] for b in blocks] == [f"id: {a['id']}".encode() for a in accepted]
 
 
+async def test_a_head_request_answers_as_the_stream_would_without_opening_one(hub, tenant, api):
+    url = f"{hub.url}/sse/v1/events?topics=chat"
+
+    allowed = await api.head(url, headers=tenant.auth)
+    refused = await api.head(url)
+
+    assert allowed.status_code == 200
+    assert allowed.headers["content-type"].startswith("text/event-stream")
+    assert allowed.content == b""
+    assert refused.status_code == 401
+    assert (await stats(api, hub, tenant.key))["connections"]["sse"] == 0
+
+
 async def test_each_connection_gets_its_own_connection_id(hub, tenant, subscribers):
     first = await subscribers.ws(hub, tenant.key)
     second = await subscribers.ws(hub, tenant.key)

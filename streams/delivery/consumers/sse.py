@@ -49,6 +49,12 @@ class EventsSseConsumer(HubMembershipMixin, AsyncHttpConsumer):
             return
         try:
             admission = await subscription_admit(self.scope, last_event_id_header=True)
+            if self.scope["method"] == "HEAD":
+                # What a GET would answer, without its stream: daphne writes a body past
+                # Twisted's HEAD guard, so none is started (and the hub never sees it).
+                await self.send_headers(status=200, headers=STREAM_HEADERS)
+                await self.send_body(b"")
+                raise StopConsumer
             self.sub = Subscriber(
                 transport="sse",
                 tenant_id=admission.tenant_id,
