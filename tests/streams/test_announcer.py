@@ -3,23 +3,15 @@
 that fails never leaves a publisher waiting."""
 
 import asyncio
-from datetime import UTC, datetime
 
 from streams.backends.announcer import MAX_EVENTS_PER_MESSAGE, Announcer
 from streams.envelope import Envelope
 from streams.groups import tenant_group
+from tests.factories import envelope_make
 
 
 def envelope(seq: int, tenant_id: int = 1) -> Envelope:
-    return Envelope.build(
-        tenant_id=tenant_id,
-        seq=seq,
-        epoch="e",
-        topic="t",
-        type="message",
-        data_json=str(seq),
-        received_at=datetime.now(UTC),
-    )
+    return envelope_make(seq, tenant_id=tenant_id, data_json=str(seq))
 
 
 class Layer:

@@ -2,23 +2,14 @@
 tenants whose sequence moved, and never loses sight of one: a tenant whose fill failed, or that
 joined the hub while a tick was reading, is read again until this hub has caught up."""
 
-from datetime import UTC, datetime
-
 from streams.delivery.subscribers import TenantHub
 from streams.delivery.supervisor import Supervisor
 from streams.envelope import Envelope
+from tests.factories import envelope_make
 
 
 def envelope(tenant_id: int, seq: int) -> Envelope:
-    return Envelope.build(
-        tenant_id=tenant_id,
-        seq=seq,
-        epoch="e",
-        topic="t",
-        type="message",
-        data_json="null",
-        received_at=datetime.now(UTC),
-    )
+    return envelope_make(seq, tenant_id=tenant_id)
 
 
 class Backend:

@@ -2,7 +2,7 @@
 events they name, also while events keep coming."""
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,19 +12,11 @@ from streams.envelope import Envelope
 from streams.log.writer import LocalLogQueue
 from streams.log.writes import IdempotentResponseInput, idempotent_responses_write
 from streams.models import IdempotentResponse
-from tests.factories import TenantFactory
+from tests.factories import TenantFactory, envelope_make
 
 
 def envelope(seq: int) -> Envelope:
-    return Envelope.build(
-        tenant_id=1,
-        seq=seq,
-        epoch="e",
-        topic="t",
-        type="message",
-        data_json="1",
-        received_at=datetime.now(UTC),
-    )
+    return envelope_make(seq, data_json="1")
 
 
 class Storage:
