@@ -14,11 +14,11 @@ import time
 from collections import Counter
 from typing import cast
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError, ResponseError
 
 from streams import metrics
+from streams.log.db_thread import DatabaseThread
 from streams.log.retry import Backoff
 from streams.log.worker_port import WorkerPort
 from streams.log.writes import event_log_write_batch
@@ -49,12 +49,10 @@ class LogStreamWorker:
         self.redis = redis_client()
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = asyncio.Event()
-        self._write = database_sync_to_async(
-            lambda batch: event_log_write_batch(envelopes=batch), thread_sensitive=False
-        )
-        self._write_notices = database_sync_to_async(
-            lambda notices: deliveries_for_notices(notices=notices), thread_sensitive=False
-        )
+        # One connection for the worker's writes, kept from batch to batch.
+        self._db = DatabaseThread("eventhub-log-worker")
+        self._write = self._db(lambda batch: event_log_write_batch(envelopes=batch))
+        self._write_notices = self._db(lambda notices: deliveries_for_notices(notices=notices))
         self.webhook_sender = WebhookSender()
         self.batch_size = settings.EVENTHUB_PERSIST_BATCH
         self.claim_idle_ms = int(settings.EVENTHUB_CLAIM_IDLE * 1000)
@@ -151,6 +149,7 @@ class LogStreamWorker:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
         await self.redis.aclose()
+        await self._db.close()
         logger.info("persistence worker %s stopped", self.name)
 
     def _went_round(self, *, redis_ok: bool) -> None:

@@ -8,11 +8,11 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from streams import metrics
 from streams.envelope import Envelope
+from streams.log.db_thread import DatabaseThread
 from streams.log.retry import Backoff
 from streams.tasks import background_task
 
@@ -25,7 +25,8 @@ class LocalLogQueue:
     """Holds accepted events until the writer task has committed them to the log.
 
     Lives on the serving event loop; `put` is called there by the publish path, and the writer
-    runs the blocking database work in a thread of its own so requests never queue behind it.
+    runs the blocking database work in a thread of its own (`DatabaseThread`, which keeps its
+    connection while the writer is busy) so requests never queue behind it.
     """
 
     def __init__(
@@ -37,11 +38,10 @@ class LocalLogQueue:
         committed: Callable[[], None] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self._write_batch = database_sync_to_async(write_batch, thread_sensitive=False)
-        self._flush_usage = database_sync_to_async(flush_usage, thread_sensitive=False)
-        self._write_records = write_records and database_sync_to_async(
-            write_records, thread_sensitive=False
-        )
+        self._db = DatabaseThread("eventhub-log-writer")
+        self._write_batch = self._db(write_batch)
+        self._flush_usage = self._db(flush_usage)
+        self._write_records = write_records and self._db(write_records)
         self._queue: deque[Envelope] = deque()
         # Events ever queued and ever written: a record waits, with the count queued when it
         # came, until that many are written, so it never stands for events the log lacks.
@@ -110,6 +110,7 @@ class LocalLogQueue:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._db.close()
 
     async def _run(self) -> None:
         batch_size = settings.EVENTHUB_PERSIST_BATCH
@@ -122,9 +123,13 @@ class LocalLogQueue:
                 # asyncio.timeout, not wait_for: on Python 3.11 a cancel that arrives as the
                 # wakeup does is swallowed by wait_for, and the writer would never stop
                 # (https://github.com/python/cpython/issues/86296, fixed in 3.12).
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(KEY_USAGE_FLUSH_SECONDS):
                         await self._wakeup.wait()
+                except TimeoutError:
+                    # Idle for a while: its connection goes back (to the pool, or closed, so
+                    # SQLite checkpoints its WAL) until the next batch.
+                    await self._db.release()
             if self._queue and len(self._queue) < batch_size and linger > 0:
                 # A short linger turns a stream of single events into few transactions.
                 await asyncio.sleep(linger)

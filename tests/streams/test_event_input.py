@@ -3,10 +3,14 @@ event at a time (the same answers as a whole parse), rate and fairness before th
 
 import asyncio
 import json
+import math
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.exceptions import ParseError, ValidationError
 
 from eventhub.asgi import application
@@ -218,3 +222,60 @@ async def test_one_tenants_large_batches_are_read_one_after_another_not_before_o
     results = await asyncio.wait_for(asyncio.gather(noisy_first, noisy_second), 10)
     assert [len(r) for r in results] == [400, 400]
     assert len(quiet.result()) == 400
+
+
+# The serializer-free path for plainly valid events must take exactly what the serializer takes.
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([math.inf, -math.inf, math.nan])  # `1e400` parses as inf
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_names = st.sampled_from(
+    ["a", "a.b:c/d-e_f", "", " a", "a\n", "a b", "é", "x" * 200, "x" * 201, "\x00"]
+)
+_items = (
+    st.fixed_dictionaries(
+        {"topic": _names, "data": _json_values},
+        optional={"type": _names | st.none() | st.integers(), "other": _json_values},
+    )
+    | st.dictionaries(
+        st.sampled_from(["topic", "type", "data", "other"]), _names | _json_values, max_size=4
+    )
+    | _json_values
+)
+
+
+def _through_serializer(item):
+    serializer = event_input.EventInputSerializer(data=item)
+    try:
+        return serializer.validated_data if serializer.is_valid() else serializer.errors
+    except PayloadTooLarge as exc:
+        return exc
+
+
+@given(item=_items)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_the_fast_path_reads_every_valid_event_as_the_serializer_does_and_leaves_it_the_rest(item):
+    try:
+        fast = event_input._event_valid(item)
+    except ValidationError as exc:
+        fast = exc.detail
+    except PayloadTooLarge as exc:
+        fast = exc
+    if fast is None:
+        assert not isinstance(_through_serializer(item), event_input.EventInput)
+        return
+    slow = _through_serializer(item)
+    if isinstance(fast, PayloadTooLarge):
+        assert isinstance(slow, PayloadTooLarge)
+        assert slow.detail == fast.detail
+    else:
+        assert slow == fast
