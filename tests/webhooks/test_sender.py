@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 
 from streams import runtime
 from streams.envelope import Envelope
@@ -87,7 +88,15 @@ def signatures_valid(secret: str, headers: dict[str, str], body: str) -> list[bo
 async def wait_for_status(delivery_filter: dict, status: str, within: float = 10.0):
     deadline = time.monotonic() + within
     while True:
-        delivery = await WebhookDelivery.objects.filter(**delivery_filter).afirst()
+        try:
+            delivery = await WebhookDelivery.objects.filter(**delivery_filter).afirst()
+        except OperationalError as error:
+            # The test database is SQLite's shared cache, which refuses a read while the
+            # sender writes the table instead of waiting (file databases wait): read again.
+            if "locked" not in str(error):
+                raise
+            await asyncio.sleep(0.05)
+            continue
         if delivery is not None and delivery.status == status:
             return delivery
         assert time.monotonic() < deadline, f"delivery is {delivery and delivery.status}"
