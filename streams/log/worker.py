@@ -102,6 +102,8 @@ class LogStreamWorker:
             for tenant_id, n in per_tenant.items():
                 pipe.hincrby(tenant_key(tenant_id, "stats"), "persisted", n)
             await pipe.execute()
+        for tenant_id, n in per_tenant.items():
+            metrics.count_persisted(tenant_id, n)
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _read_backlog(self) -> None:

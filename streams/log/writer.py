@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 
 from django.conf import settings
@@ -180,6 +180,10 @@ class LocalLogQueue:
         self._written += len(batch)
         if self._committed is not None:
             self._committed()
+        # Counted here, on the loop in one step with the pending times, not in the writing
+        # thread: /stats must never see an event both persisted and pending.
         for envelope in batch:
             self._pending[envelope.tenant_id].popleft()
         metrics.PERSISTENCE_PENDING.dec(len(batch))
+        for tenant_id, n in Counter(e.tenant_id for e in batch).items():
+            metrics.count_persisted(tenant_id, n)

@@ -12,7 +12,6 @@ from django.db.models import JSONField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from streams import metrics
 from streams.envelope import Envelope
 from streams.models import Event, IdempotentResponse
 from webhooks.enqueue import deliveries_for_events
@@ -68,11 +67,6 @@ def event_log_write_batch(*, envelopes: Sequence[Envelope]) -> int:
                     row.tenant_id,
                     exc_info=True,
                 )
-    per_tenant: dict[int, int] = {}
-    for e in envelopes:
-        per_tenant[e.tenant_id] = per_tenant.get(e.tenant_id, 0) + 1
-    for tenant_id, n in per_tenant.items():
-        metrics.count_persisted(tenant_id, n)
     return len(rows)
 
 

@@ -2,15 +2,21 @@
 events they name, also while events keep coming."""
 
 import asyncio
+import threading
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from streams import metrics
 from streams.envelope import Envelope
 from streams.log.writer import LocalLogQueue
-from streams.log.writes import IdempotentResponseInput, idempotent_responses_write
+from streams.log.writes import (
+    IdempotentResponseInput,
+    event_log_write_batch,
+    idempotent_responses_write,
+)
 from streams.models import IdempotentResponse
 from tests.factories import TenantFactory, envelope_make
 
@@ -123,3 +129,28 @@ async def test_the_writer_stops_when_cancelled_as_an_event_wakes_it(settings, tu
     done, _ = await asyncio.wait({queue._task}, timeout=5)
 
     assert done, "the writer ignored its cancellation"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stats_never_show_an_event_both_persisted_and_pending(settings):
+    """The batch is written in a thread of its own; /stats reads on the loop. While the write's
+    thread is still busy, the events count as pending and not yet as persisted (they were
+    counted in the thread once, and a reader in between saw them as both)."""
+    settings.EVENTHUB_PERSIST_LINGER = 0
+    tenant = await sync_to_async(TenantFactory)()
+    written, release = threading.Event(), threading.Event()
+
+    def write_then_wait(batch) -> int:
+        n = event_log_write_batch(envelopes=batch)
+        written.set()
+        release.wait(10)
+        return n
+
+    queue = LocalLogQueue(write_then_wait, lambda: 0)
+    queue.put([envelope_make(seq, tenant_id=tenant.pk) for seq in (1, 2, 3)])
+    assert await asyncio.to_thread(written.wait, 10), "the batch was never written"
+
+    assert (metrics.tenant_counters[tenant.pk].persisted, queue.pending(tenant.pk)[0]) == (0, 3)
+    release.set()
+    await queue.stop()
+    assert (metrics.tenant_counters[tenant.pk].persisted, queue.pending(tenant.pk)[0]) == (3, 0)
