@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 # ASCII-only output: a lone surrogate in the input cannot break the UTF-8 encoding later.
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# Strict JSON: NaN and the infinities (`1e400` parses as one) raise ValueError, as in DRF.
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def data_encode(data: Any) -> str:
-    """The compact JSON of an event's data, as sized against EVENTHUB_MAX_EVENT_BYTES."""
+    """The compact JSON of an event's data, as sized against EVENTHUB_MAX_EVENT_BYTES; raises
+    ValueError for what JSON cannot hold (NaN, infinities)."""
     return _dumps(data)
 
 

@@ -106,10 +106,6 @@ class EventInputSerializer(serializers.Serializer):
         return _event_checked(attrs["topic"], attrs["type"], data, data_encode(data))
 
 
-# As `data_encode`, refusing what DRF's JSONField refuses (NaN and infinities: `1e400` parses).
-_strict_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
 def _event_checked(topic: str, type_: str, data, encoded: str) -> EventInput:
     """The event, once its data passed the checks the fields cannot make: depth, encoded
     size, storability."""
@@ -149,7 +145,7 @@ def _event_valid(item) -> EventInput | None:
         return None
     data = item["data"]
     try:
-        encoded = _strict_encode(data)
+        encoded = data_encode(data)
     except ValueError:
         return None
     return _event_checked(topic, type_, data, encoded)
@@ -225,21 +221,29 @@ def _validate_whole(data, *, batch: bool) -> list[EventInput]:
     raw = data.get("events") if isinstance(data, dict) else None
     if isinstance(raw, list) and len(raw) > settings.EVENTHUB_MAX_BATCH:
         raise _batch_too_long()  # before validating each of its events
-    if isinstance(raw, list) and raw:
-        events = []
-        try:
-            for item in raw:
-                event = _event_valid(item)
-                if event is None:
-                    break
-                events.append(event)
-            else:
-                return events
-        except ValidationError:
-            pass  # the serializer reads the whole batch again, for every error's index
+    events = _events_valid(raw)
+    if events is not None:
+        return events
     serializer = EventBatchInputSerializer(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data["events"]
+
+
+def _events_valid(raw) -> list[EventInput] | None:
+    """A batch's events when every one is plainly valid (see `_event_valid`), or None: the
+    serializer then reads the whole batch again, to name every error by its index."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    events = []
+    try:
+        for item in raw:
+            event = _event_valid(item)
+            if event is None:
+                return None
+            events.append(event)
+    except ValidationError:
+        return None
+    return events
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
