@@ -18,6 +18,7 @@ from eventhub import daphne_bodies, gctuning, redaction  # noqa: E402
 from eventhub.origins import OriginGuard  # noqa: E402
 from eventhub.sessions import SessionWhenCookie  # noqa: E402
 from streams import runtime  # noqa: E402
+from streams.delivery import daphne_protocol  # noqa: E402
 from streams.routing import (  # noqa: E402
     ingest_urlpatterns,
     sse_urlpatterns,
@@ -42,6 +43,7 @@ if not settings.DEBUG and os.path.basename(sys.argv[0]) == "daphne":
 redaction.install()
 runtime.install_shutdown_hook()
 daphne_bodies.install()
+daphne_protocol.install()
 
 application = ProtocolTypeRouter(
     {

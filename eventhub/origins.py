@@ -9,6 +9,7 @@ Sec-Fetch-Site says it came from another site; one from an origin not allowed ma
 import logging
 from urllib.parse import urlsplit
 
+from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import validate_host
@@ -29,19 +30,25 @@ def origin_allowed(origin: str) -> bool:
 
 
 class OriginGuard:
-    """ASGI middleware; sets `session_allowed` in the scope for the consumer."""
+    """ASGI middleware; sets `session_allowed` in the scope for the consumer.
+
+    Its call returns the inner application's coroutine instead of awaiting it: an awaiting
+    frame, and the scope it copied from, would live as long as the connection (see
+    eventhub.sessions).
+    """
 
     def __init__(self, application) -> None:
         self.application = application
 
-    async def __call__(self, scope, receive, send):
+    @markcoroutinefunction
+    def __call__(self, scope, receive, send):
         raw = next((v for k, v in scope.get("headers", []) if k == b"origin"), None)
         origin = raw.decode("latin-1") if raw is not None else None
         allowed = origin is not None and origin_allowed(origin)
         if scope["type"] == "websocket":
             if origin is not None and not allowed:
                 logger.warning("websocket refused: origin %r is not allowed", origin)
-                return await WebsocketDenier()(scope, receive, send)
+                return WebsocketDenier()(scope, receive, send)
             session_allowed = allowed
         elif origin is None:
             # Browsers omit Origin on a same-origin GET, but also on some cross-site ones
@@ -52,4 +59,4 @@ class OriginGuard:
             session_allowed = fetch_site in (None, b"same-origin", b"none")
         else:
             session_allowed = allowed
-        return await self.application(dict(scope, session_allowed=session_allowed), receive, send)
+        return self.application(dict(scope, session_allowed=session_allowed), receive, send)

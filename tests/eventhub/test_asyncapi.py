@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from streams.delivery.consumers import websocket
+from streams.delivery import daphne_protocol
 from streams.presence.changes import JOIN, LEAVE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_every_frame_the_server_sends_over_the_websocket_is_described(document):
 
 def test_every_frame_the_server_reads_from_a_client_is_described(document):
     read = set(CLIENT_KIND.findall(sources("streams/delivery/consumers/websocket.py")))
-    read |= {json.loads(pong)["type"] for pong in websocket.PONGS}
+    read |= {json.loads(pong)["type"] for pong in daphne_protocol.PONGS}
 
     assert read == {"ping", "pong", "refresh"}
     assert read <= operation_messages(document, "send", "websocket")

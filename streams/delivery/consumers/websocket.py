@@ -3,7 +3,6 @@
 import json
 import logging
 import time
-from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -18,6 +17,7 @@ from streams.delivery.admission import (
     welcome,
 )
 from streams.delivery.consumers.membership import HubMembershipMixin
+from streams.delivery.daphne_protocol import MAX_CLIENT_FRAME_BYTES, MESSAGE_TOO_BIG
 from streams.delivery.daphne_transport import server_protocol
 from streams.delivery.hub import Subscriber
 from tenants.selectors import CredentialsUnavailable
@@ -26,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 SLOW_CONSUMER = 4008
 SLOW_CONSUMER_CLOSE_GRACE = 5.0  # seconds a closed slow consumer may take to read to the close
-MAX_CLIENT_FRAME_BYTES = 4096  # contract v2: larger client frames close the connection (1009)
-MESSAGE_TOO_BIG = 1009
 
 
 def client_frame_too_big(text_data: str | None, bytes_data: bytes | None) -> bool:
@@ -44,79 +42,6 @@ def client_frame_too_big(text_data: str | None, bytes_data: bytes | None) -> boo
     return len(text_data.encode()) > MAX_CLIENT_FRAME_BYTES
 
 
-def limit_client_frames(protocol) -> bool:
-    """Makes daphne's WebSocket library itself fail a connection with 1009 as soon as a client
-    frame, or a fragmented message so far, announces more than MAX_CLIENT_FRAME_BYTES, before
-    the payload is buffered; returns False under another server (no autobahn protocol).
-
-    autobahn's `maxMessagePayloadSize` cannot be lowered for this: it also caps what the server
-    sends (events are up to EVENTHUB_MAX_EVENT_BYTES). So the frame size is its public option
-    and the message total is checked where autobahn checks its own, when each frame begins.
-    """
-    needed = ("maxFramePayloadSize", "failByDrop", "onMessageFrameBegin", "_fail_connection")
-    if protocol is None or not all(hasattr(protocol, a) for a in needed):
-        return False
-    protocol.maxFramePayloadSize = MAX_CLIENT_FRAME_BYTES
-    # autobahn's servers drop the TCP connection on a failure by default (the client then
-    # sees 1006): a close frame tells the client why.
-    protocol.failByDrop = False
-    frame_begin = protocol.onMessageFrameBegin
-
-    def frame_begin_within_limit(length: int) -> None:
-        frame_begin(length)
-        total = getattr(protocol, "message_data_total_length", 0)
-        if total > MAX_CLIENT_FRAME_BYTES and not protocol.failedByMe:
-            protocol._fail_connection(
-                MESSAGE_TOO_BIG, f"message of {total} bytes exceeds {MAX_CLIENT_FRAME_BYTES}"
-            )
-
-    protocol.onMessageFrameBegin = frame_begin_within_limit
-    fail_connection = protocol._fail_connection
-
-    def fail_and_stop_reading(code: int = 1001, reason: str = "going away") -> None:
-        fail_connection(code, reason)
-        transport: Any = getattr(protocol, "transport", None)
-        if code == MESSAGE_TOO_BIG and hasattr(transport, "pauseProducing"):
-            # What the client sent after an oversized frame's header (up to the whole frame,
-            # daphne's 1 MiB) would still be read and parsed until the close handshake ends:
-            # the close frame goes out, nothing more comes in, and autobahn drops the
-            # connection after its close handshake timeout.
-            transport.pauseProducing()
-
-    protocol._fail_connection = fail_and_stop_reading
-    return True
-
-
-# The pongs clients send (eventhub.js the first; json.dumps the second).
-PONGS = frozenset({b'{"type":"pong"}', b'{"type": "pong"}'})
-
-
-def take_pongs_in_place(protocol, sub: Subscriber) -> bool:
-    """Makes daphne's WebSocket protocol itself mark the connection alive on a pong (the
-    exact bytes clients send, PONGS), instead of queueing it for the consumer's task, which
-    would wake only to set `last_seen`; returns False under another server.
-
-    Thousands of connections answer their pings within the same few milliseconds: through
-    the consumer each pong cost a queue put, a task wake-up, Channels' dispatch and a JSON
-    parse, and a crowd's pongs held the loop for tens of milliseconds (bench/noisy.py burst).
-    Any other frame takes the usual path. daphne's `onMessage` is at
-    https://github.com/django/daphne/blob/main/daphne/ws_protocol.py (WebSocketProtocol).
-    """
-    if protocol is None or not all(hasattr(protocol, a) for a in ("onMessage", "muted")):
-        return False
-    on_message = protocol.onMessage
-
-    def on_message_or_pong(payload: bytes, isBinary: bool) -> None:
-        if payload in PONGS and not isBinary and not protocol.muted:
-            sub.last_seen = time.monotonic()
-            protocol.last_ping = time.time()  # as daphne's onMessage: no keep-alive ping due
-            return
-        on_message(payload, isBinary)
-
-    protocol.onMessage = on_message_or_pong
-    return True
-
-
 class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
     """Streams a tenant's events to one WebSocket client.
 
@@ -125,12 +50,6 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
 
     # No per-connection channel: the hub is the only member of the tenant group in this process.
     channel_layer_alias = "eventhub.none"
-
-    async def websocket_connect(self, message) -> None:
-        """Called when the handshake arrives, before `connect`: bounds every client frame
-        before the first one can be read."""
-        limit_client_frames(server_protocol(self.base_send))
-        await super().websocket_connect(message)
 
     async def connect(self) -> None:
         """Called when the handshake arrives: admits the client, or accepts and closes with
@@ -156,7 +75,9 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             logger.info("websocket refused (%s): %r", refusal.close_code, refusal.detail)
             await self._close(refusal.close_code, refusal.detail[:120])
             return
-        take_pongs_in_place(server_protocol(self.base_send), self.sub)
+        protocol = server_protocol(self.base_send)
+        if hasattr(protocol, "pong_subscriber"):  # daphne's, as daphne_protocol installs it
+            protocol.pong_subscriber = self.sub
         await self.send_json(welcome(self.sub, recovered=plan.recovered, presence=presence))
         self.replay(plan)
 
@@ -191,7 +112,7 @@ class EventsWebsocketConsumer(HubMembershipMixin, AsyncJsonWebsocketConsumer):
             return
         self.sub.last_seen = time.monotonic()
         if client_frame_too_big(text_data, bytes_data):
-            # Under daphne autobahn closed it already (limit_client_frames); other servers
+            # Under daphne autobahn closed it already (daphne_protocol); other servers
             # hand over whatever they accept, which is never parsed here.
             await runtime.get_hub().close(self.sub, MESSAGE_TOO_BIG, "frame too large")
             return
