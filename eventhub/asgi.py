@@ -15,8 +15,6 @@ from django.db import DatabaseError, connections  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from eventhub import daphne_bodies, gctuning, redaction  # noqa: E402
-from eventhub.origins import OriginGuard  # noqa: E402
-from eventhub.sessions import SessionWhenCookie  # noqa: E402
 from streams import runtime  # noqa: E402
 from streams.delivery import daphne_protocol  # noqa: E402
 from streams.routing import (  # noqa: E402
@@ -50,7 +48,7 @@ application = ProtocolTypeRouter(
         "http": URLRouter(
             [*sse_urlpatterns, *ingest_urlpatterns(django_asgi_app), re_path(r"", django_asgi_app)]
         ),
-        "websocket": OriginGuard(SessionWhenCookie(URLRouter(websocket_urlpatterns))),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )
 

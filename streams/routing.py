@@ -10,11 +10,13 @@ from streams.delivery.consumers.sse import EventsSseConsumer
 from streams.delivery.consumers.websocket import EventsWebsocketConsumer
 from streams.ingest import PublishEndpoint
 
+# The subscriber routes are wrapped in their middleware inside the router, not around it: the
+# middleware returns the consumer's coroutine without awaiting it, so nothing of it (nor a scope
+# it copied) outlives the routing of a connection, which can last for days.
 websocket_urlpatterns = [
-    path("ws/v1/events", EventsWebsocketConsumer.as_asgi()),
+    path("ws/v1/events", OriginGuard(SessionWhenCookie(EventsWebsocketConsumer.as_asgi()))),
     re_path(r"", NotFoundWebsocketConsumer.as_asgi()),  # last: every other path
 ]
-# The WebSocket routes get the same middleware from eventhub.asgi, around their router.
 sse_urlpatterns = [
     path("sse/v1/events", OriginGuard(SessionWhenCookie(EventsSseConsumer.as_asgi())))
 ]
