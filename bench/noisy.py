@@ -17,7 +17,8 @@ POST to its receipt. Meanwhile, in processes of their own, the noisy tenant atta
                32 KiB events (most of the gap from the persisted log); a third of them never read
   patterns     200 connections of 100 distinct prefix patterns each, while the noisy tenant
                publishes 200 events/s to topics none of them match
-  burst        2000 subscribers of the noisy tenant, and bursts of 50 events every 2 s
+  burst        2000 subscribers of the noisy tenant, and bursts of 50 events every 2 s (the
+               quiet tenant is measured once all 2000 are connected)
 
 For each phase it prints the quiet tenant's p50/p99, the p99 as a ratio of the quiet tenant's
 alone, events lost (every subscriber must get every event), 5xx answers seen by anyone, and the
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
@@ -356,6 +358,8 @@ async def attack_burst(url: str, ws_url: str, key: str, seconds: float) -> dict:
             )
         )
     readers = [asyncio.ensure_future(subscriber(ws)) for ws in connections]
+    print(UNDER_WAY, flush=True)  # the quiet tenant is measured from here: the bursts, not the
+    # connection storm before them (bench/connect.py measures that)
     statuses: dict = {}
     published = 0
     stop = time.monotonic() + seconds
@@ -460,10 +464,12 @@ def _measure(
         asyncio.run(fill_log(target, noisy_key))
     pid = web.proc.pid
     asyncio.run(quiet_phase(web, keys["quiet"], 1.0))  # warm up
-    attacker = start_attacker(kind, target, noisy_key, seconds + 1) if kind else None
+    attacker = start_attacker(kind, target, noisy_key, seconds + 2) if kind else None
     try:
         if attacker is not None:
-            time.sleep(1.0 if kind != "burst" else 6.0)  # the attack under way first
+            if kind == "burst":
+                _wait_under_way(attacker, within=120.0)
+            time.sleep(1.0)  # the attack under way first
         stalls_before = loop_stalls(web)
         with RssSampler(pid) as rss:
             quiet = asyncio.run(quiet_phase(web, keys["quiet"], seconds))
@@ -485,6 +491,23 @@ def _measure(
         "server_alive": alive,
         **stalls,
     }
+
+
+UNDER_WAY = "attack under way"
+
+
+def _wait_under_way(attacker: subprocess.Popen, within: float) -> None:
+    """Returns once the attacker printed UNDER_WAY (its 2000 subscribers are connected)."""
+    assert attacker.stdout is not None
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([attacker.stdout], [], [], deadline - time.monotonic())
+        line = attacker.stdout.readline() if ready else ""
+        if line.strip() == UNDER_WAY:
+            return
+        if not line and attacker.poll() is not None:
+            raise RuntimeError("the attacker ended before its attack was under way")
+    raise RuntimeError(f"the attack was not under way within {within:.0f} s")
 
 
 def fivexx(result: dict) -> int:
