@@ -61,7 +61,7 @@ async def test_a_silent_websocket_is_closed_with_4408_after_the_stale_timeout(
     assert ws.pings > 0, "the server pinged it first"
 
 
-# The two usual spellings are marked alive by daphne's protocol itself (take_pongs_in_place);
+# The two usual spellings are marked alive by daphne's protocol itself (daphne_protocol, onMessage);
 # any other frame goes through the consumer.
 @pytest.mark.parametrize("pong", ['{"type":"pong"}', '{"type": "pong"}', '{"type":"pong","n":1}'])
 async def test_a_client_that_answers_pings_stays_open_past_the_stale_timeout(
