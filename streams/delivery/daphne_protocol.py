@@ -50,10 +50,14 @@ def with_options(base: Any, factory) -> type:
     keys cost 3.3 KB a connection (tracemalloc over 1000 idle connections); read from the
     class, the options are held once.
     """
-    options = {name: getattr(factory, name) for name in base.CONFIG_ATTRS}
-    # A function (perMessageCompressionAccept) stays one: not a method of the protocol.
-    options = {k: staticmethod(v) if callable(v) else v for k, v in options.items()}
-    return type(base.__name__, (base,), {**options, **base.OWN_OPTIONS})
+    options = {}
+    for name in base.CONFIG_ATTRS:
+        if name in base.OWN_OPTIONS:
+            continue  # the hub's value, on `base`, wins
+        value = getattr(factory, name)
+        # A function (perMessageCompressionAccept) stays one: not a method of the protocol.
+        options[name] = staticmethod(value) if callable(value) else value
+    return type(base.__name__, (base,), options)
 
 
 def _define(daphne_protocol: Any) -> type:
@@ -65,7 +69,7 @@ def _define(daphne_protocol: Any) -> type:
         # Options of the hub's own, over daphne's: client frames of at most
         # MAX_CLIENT_FRAME_BYTES, and a close frame, not a dropped connection, on a failure
         # (autobahn's servers drop the TCP connection by default; the client then sees 1006).
-        OWN_OPTIONS = {"maxFramePayloadSize": MAX_CLIENT_FRAME_BYTES, "failByDrop": False}
+        OWN_OPTIONS = frozenset({"maxFramePayloadSize", "failByDrop"})
         maxFramePayloadSize = MAX_CLIENT_FRAME_BYTES
         failByDrop = False
         # Set by the WebSocket consumer once it admitted the client: the subscriber whose

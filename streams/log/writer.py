@@ -182,8 +182,9 @@ class LocalLogQueue:
             self._committed()
         # Counted here, on the loop in one step with the pending times, not in the writing
         # thread: /stats must never see an event both persisted and pending.
-        for envelope in batch:
-            self._pending[envelope.tenant_id].popleft()
-        metrics.PERSISTENCE_PENDING.dec(len(batch))
         for tenant_id, n in Counter(e.tenant_id for e in batch).items():
+            pending = self._pending[tenant_id]
+            for _ in range(n):
+                pending.popleft()
             metrics.count_persisted(tenant_id, n)
+        metrics.PERSISTENCE_PENDING.dec(len(batch))
