@@ -1,6 +1,7 @@
 """Provides the body cap at daphne's HTTP layer: a request body larger than its limit by its
 declared length is read from the socket but kept nowhere, so that daphne neither stores nor
-queues it; the application then refuses it (413) by that same length.
+queues it; the application then refuses it (413) by that same length. And no body is parsed
+as a form by Twisted: only the application reads it.
 
 daphne reads a whole body before the application runs (Twisted writes it to a temporary file,
 daphne reads it back into the application's queue) and has no size limit of its own. Before
@@ -62,4 +63,19 @@ def install() -> None:
         keep_content(self, length)
 
     WebRequest.gotLength = gotLength
+
+    make_request = WebRequest.__init__
+
+    def __init__(self, *args, **kwargs):
+        # Called by Twisted's HTTPChannel for each request. Twisted parses a POST body sent as
+        # a form (multipart or URL-encoded) into `request.args`, on the event loop, before the
+        # application runs; daphne never reads `args`, it hands the body itself over. That
+        # was a parse of every publish's Content-Type through the email package (5 % of the
+        # server's CPU in bench/publish.py) and, for a form body of up to Django's 2.5 MB
+        # limit, a stall every tenant felt. `parsePOSTFormSubmission` is Twisted's own switch
+        # for it (twisted.web.http.Request).
+        kwargs["parsePOSTFormSubmission"] = False
+        make_request(self, *args, **kwargs)
+
+    WebRequest.__init__ = __init__
     _installed = True

@@ -31,6 +31,7 @@ def request_for(path: bytes) -> WebRequest:
 @pytest.fixture(autouse=True)
 def installed(monkeypatch):
     monkeypatch.setattr(WebRequest, "gotLength", WebRequest.gotLength)  # undone after the test
+    monkeypatch.setattr(WebRequest, "__init__", WebRequest.__init__)
     monkeypatch.setitem(sys.modules, "twisted.internet.reactor", object())  # as under daphne
     monkeypatch.setattr(daphne_bodies, "_installed", False)
     daphne_bodies.install()
@@ -73,3 +74,28 @@ def test_other_paths_are_capped_at_djangos_limit(settings):
     request = request_for(b"/admin/login/")
     request.gotLength(1001)
     assert isinstance(request.content, DiscardedBody)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (b"application/x-www-form-urlencoded", b"a=1&b=2"),
+        (b"multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=a"),
+    ],
+)
+def test_a_form_body_is_left_to_the_application_not_parsed_by_twisted(content_type, body):
+    request = request_for(b"/admin/login/")
+    processed = []
+    request.process = lambda: processed.append(True)
+    request.gotLength(len(body))
+    request.handleContentChunk(body)
+    request.requestHeaders.setRawHeaders(b"content-type", [content_type])
+    request.requestHeaders.setRawHeaders(b"content-length", [str(len(body)).encode()])
+
+    request.requestReceived(b"POST", b"/admin/login/", b"HTTP/1.1")
+
+    # Handed on whole (a malformed multipart body is the application's to refuse, not
+    # Twisted's to answer with its own 400), and nothing of it parsed into `args`.
+    assert processed == [True]
+    assert request.args == {}
+    assert request.content.read() == body

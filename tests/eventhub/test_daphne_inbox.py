@@ -112,3 +112,8 @@ async def test_daphnes_server_gives_each_application_an_inbox_as_its_receive(mon
     await asyncio.wait_for(server.connections[protocol]["application_instance"], WAIT)
 
     assert received == [({"version": "3.0"}, {"type": "websocket.connect"})]
+
+
+def test_an_empty_inbox_counts_as_there_for_daphne():
+    # daphne's HTTP protocol sends `http.disconnect` only `if self.application_queue:`.
+    assert Inbox()
