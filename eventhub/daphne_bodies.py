@@ -1,7 +1,7 @@
 """Provides the body cap at daphne's HTTP layer: a request body larger than its limit by its
 declared length is read from the socket but kept nowhere, so that daphne neither stores nor
-queues it; the application then refuses it (413) by that same length. And no body is parsed
-as a form by Twisted: only the application reads it.
+queues it, and at a bounded pace for the whole process; the application then refuses it (413)
+by that same length. And no body is parsed as a form by Twisted: only the application reads it.
 
 daphne reads a whole body before the application runs (Twisted writes it to a temporary file,
 daphne reads it back into the application's queue) and has no size limit of its own. Before
@@ -12,6 +12,9 @@ them before daphne does (docs/deployment.md); this holds without one.
 
 import io
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 
@@ -30,12 +33,65 @@ def path_body_limit(path: bytes) -> int | None:
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
+# What the process reads per second of bodies it refuses, all connections together, and how
+# much of it at once: a client that sent one body over its limit by mistake gets its 413 as soon
+# as its body is in; clients that keep sending them are read at this pace, not as fast as
+# loopback or the network can deliver (bench/noisy.py's three clients sent 1.2 GB/s).
+DISCARD_BYTES_PER_SECOND = 32 * 2**20
+DISCARD_BURST_BYTES = 8 * 2**20
+
+
+class DiscardBudget:
+    """A token bucket of bytes of refused bodies: `charge` says how long a reader should wait."""
+
+    def __init__(self, rate: float, burst: float, now: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.now = rate, burst, now
+        self.tokens, self.at = burst, now()
+
+    def charge(self, size: int) -> float:
+        """Called for each chunk read of a refused body: the seconds until the budget has paid
+        for it (0: at once)."""
+        now = self.now()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - size
+        self.at = now
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+DISCARDS = DiscardBudget(DISCARD_BYTES_PER_SECOND, DISCARD_BURST_BYTES)
+
+
 class DiscardedBody(io.BytesIO):
     """The content file of a request whose body is over its limit: what is written to it is
-    dropped, and it reads as empty."""
+    dropped, and it reads as empty. While the process's DISCARDS budget is spent, the
+    connection is not read (TCP holds the client back) until the budget has paid for what it
+    sent."""
+
+    def __init__(self, length: int = 0, transport: Any = None, budget: DiscardBudget = DISCARDS):
+        super().__init__()
+        self.remaining, self.transport, self.budget = length, transport, budget
+        self.paused = False
 
     def write(self, data) -> int:
+        self.remaining -= len(data)
+        wait = self.budget.charge(len(data))
+        if wait and self.remaining > 0 and not self.paused and self.transport is not None:
+            # Never after the body's last byte: the request then runs, and Twisted pauses and
+            # resumes the connection itself while it does.
+            self.paused = True
+            self.transport.pauseProducing()
+            _call_later(wait, self._resume)
         return len(data)
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.transport.resumeProducing()  # of a connection lost meanwhile: nothing
+
+
+def _call_later(delay: float, call: Callable[[], None]) -> Any:
+    from twisted.internet import reactor as installed  # daphne's, installed before it serves
+
+    reactor: Any = installed
+    return reactor.callLater(delay, call)
 
 
 _installed = False
@@ -58,7 +114,10 @@ def install() -> None:
             path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
             limit = path_body_limit(path)
             if limit is not None and length > limit:
-                self.content = DiscardedBody()
+                transport = getattr(self.channel, "transport", None)
+                if not hasattr(transport, "pauseProducing"):
+                    transport = None  # not a TCP connection's: read at the pace it comes
+                self.content = DiscardedBody(length, transport)
                 return
         keep_content(self, length)
 

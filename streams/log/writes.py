@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models.constants import OnConflict
@@ -88,13 +89,14 @@ def _events_insert(rows: list[tuple]) -> None:
     on SQLite), all of it holding the GIL the event loop needs; the values are the envelope's
     own, checked when it was published.
     """
-    fields = [Event._meta.get_field(name) for name in _EVENT_FIELDS]
+    by_name = {field.name: field for field in Event._meta.concrete_fields}
+    fields = [by_name[name] for name in _EVENT_FIELDS]
     ops, quote = connection.ops, connection.ops.quote_name
     data_placeholder = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     row_sql = "(" + ", ".join(data_placeholder if f.name == "data" else "%s" for f in fields) + ")"
     head = (
         f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(Event._meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in fields)}) VALUES "
+        f"({', '.join(quote(cast(str, f.column)) for f in fields)}) VALUES "
     )
     tail = ops.on_conflict_suffix_sql(fields, OnConflict.IGNORE, None, None)
     per_statement = min(500, ops.bulk_batch_size(fields, rows) or 1)

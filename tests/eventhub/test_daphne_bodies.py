@@ -1,13 +1,15 @@
-"""daphne keeps none of a request body that is over its limit by its declared length."""
+"""daphne keeps none of a request body that is over its limit by its declared length, reads
+such bodies at a bounded pace, and parses no body as a form."""
 
 import sys
 from types import SimpleNamespace
 
 import pytest
 from daphne.http_protocol import WebRequest
+from twisted.internet.task import Clock
 
 from eventhub import daphne_bodies
-from eventhub.daphne_bodies import DiscardedBody, path_body_limit
+from eventhub.daphne_bodies import DiscardBudget, DiscardedBody, path_body_limit
 from streams.event_input import body_limit
 
 
@@ -99,3 +101,57 @@ def test_a_form_body_is_left_to_the_application_not_parsed_by_twisted(content_ty
     assert processed == [True]
     assert request.args == {}
     assert request.content.read() == body
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.reading = True
+
+    def pauseProducing(self) -> None:
+        self.reading = False
+
+    def resumeProducing(self) -> None:
+        self.reading = True
+
+
+def test_refused_bodies_are_read_at_the_budgets_pace_after_its_burst():
+    clock = Clock()
+    budget = DiscardBudget(rate=1000, burst=3000, now=clock.seconds)
+
+    assert budget.charge(3000) == 0.0  # the burst: at once
+    assert budget.charge(500) == pytest.approx(0.5)  # 500 bytes owed at 1000/s
+    clock.advance(0.5)
+    assert budget.charge(0) == 0.0  # paid
+
+
+def test_a_refused_body_past_the_budget_stops_its_connection_until_paid(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(daphne_bodies, "_call_later", clock.callLater)
+    budget = DiscardBudget(rate=1000, burst=1000, now=clock.seconds)
+    transport = FakeTransport()
+    body = DiscardedBody(3000, transport, budget)
+
+    body.write(b"x" * 1000)
+    assert transport.reading  # within the burst
+    body.write(b"x" * 1000)
+    assert not transport.reading  # 1000 bytes owed: a second
+    clock.advance(0.99)
+    assert not transport.reading
+    clock.advance(0.01)
+    assert transport.reading
+
+    body.write(b"x" * 1000)  # its last bytes, over budget again: the request runs now
+    assert transport.reading
+
+
+def test_a_refused_body_is_not_held_back_while_the_budget_lasts(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(daphne_bodies, "_call_later", clock.callLater)
+    transport = FakeTransport()
+    body = DiscardedBody(4 * 2**20, transport, DiscardBudget(32 * 2**20, 8 * 2**20, clock.seconds))
+
+    for _ in range(64):
+        body.write(b"x" * 65536)
+
+    assert transport.reading
+    assert not clock.getDelayedCalls()
