@@ -1,7 +1,8 @@
 """Provides the body cap at daphne's HTTP layer: a request body larger than its limit by its
 declared length is read from the socket but kept nowhere, so that daphne neither stores nor
 queues it, and at a bounded pace for the whole process; the application then refuses it (413)
-by that same length. And no body is parsed as a form by Twisted: only the application reads it.
+by that same length. A body within its limit is handed over as one message. And no
+body is parsed as a form by Twisted: only the application reads it.
 
 daphne reads a whole body before the application runs (Twisted writes it to a temporary file,
 daphne reads it back into the application's queue) and has no size limit of its own. Before
@@ -31,6 +32,20 @@ def path_body_limit(path: bytes) -> int | None:
     if path == BATCH_PATH:
         return body_limit(batch=True)
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def request_buffer_bytes() -> int:
+    """The pieces daphne hands a request body over in (`http.request` messages): any body within
+    its limit as one.
+
+    daphne's default, 8 KiB, made a 4 MiB batch 512 file reads and messages in one loop turn
+    before the application ran, and 512 pieces for the application to join into a fresh copy (a
+    third of the server's CPU for such requests, py-spy); daphne queues the whole body at once
+    either way, so one piece costs no more memory.
+    """
+    cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # every path's limit is at most this
+    # daphne sends a piece as long as its buffer with more_body, then an empty last one.
+    return cap + 1 if cap is not None else 4 * 2**20
 
 
 # What the process reads per second of bodies it refuses, all connections together, and how
@@ -137,4 +152,16 @@ def install() -> None:
         make_request(self, *args, **kwargs)
 
     WebRequest.__init__ = __init__
+
+    from daphne.server import Server
+
+    make_server = Server.__init__
+
+    def server_init(self, *args, **kwargs):
+        # daphne's command line makes its Server after importing the application, and has no
+        # option for this.
+        kwargs.setdefault("request_buffer_size", request_buffer_bytes())
+        make_server(self, *args, **kwargs)
+
+    Server.__init__ = server_init
     _installed = True

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from daphne.http_protocol import WebRequest
+from daphne.server import Server
 from twisted.internet.task import Clock
 
 from eventhub import daphne_bodies
@@ -34,6 +35,7 @@ def request_for(path: bytes) -> WebRequest:
 def installed(monkeypatch):
     monkeypatch.setattr(WebRequest, "gotLength", WebRequest.gotLength)  # undone after the test
     monkeypatch.setattr(WebRequest, "__init__", WebRequest.__init__)
+    monkeypatch.setattr(Server, "__init__", Server.__init__)
     monkeypatch.setitem(sys.modules, "twisted.internet.reactor", object())  # as under daphne
     monkeypatch.setattr(daphne_bodies, "_installed", False)
     daphne_bodies.install()
@@ -155,3 +157,10 @@ def test_a_refused_body_is_not_held_back_while_the_budget_lasts(monkeypatch):
 
     assert transport.reading
     assert not clock.getDelayedCalls()
+
+
+def test_daphne_hands_any_body_within_its_limit_over_as_one_message():
+    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+
+    assert server.request_buffer_size >= body_limit(batch=True)
+    assert server.request_buffer_size >= path_body_limit(b"/admin/login/")
