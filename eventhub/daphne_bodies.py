@@ -34,6 +34,9 @@ def path_body_limit(path: bytes) -> int | None:
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
 
+MAX_REQUEST_BUFFER_BYTES = 8 * 2**20
+
+
 def request_buffer_bytes() -> int:
     """The pieces daphne hands a request body over in (`http.request` messages): any body within
     its limit as one.
@@ -44,8 +47,9 @@ def request_buffer_bytes() -> int:
     either way, so one piece costs no more memory.
     """
     cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # every path's limit is at most this
-    # daphne sends a piece as long as its buffer with more_body, then an empty last one.
-    return cap + 1 if cap is not None else 4 * 2**20
+    # daphne sends a piece as long as its buffer with more_body, then an empty last one; and
+    # a read of a body in Twisted's temporary file allocates the whole buffer first.
+    return min(cap if cap is not None else MAX_REQUEST_BUFFER_BYTES, MAX_REQUEST_BUFFER_BYTES) + 1
 
 
 # What the process reads per second of bodies it refuses, all connections together, and how
@@ -54,6 +58,7 @@ def request_buffer_bytes() -> int:
 # loopback or the network can deliver (bench/noisy.py's three clients sent 1.2 GB/s).
 DISCARD_BYTES_PER_SECOND = 32 * 2**20
 DISCARD_BURST_BYTES = 8 * 2**20
+MAX_DISCARD_WAIT = 1.0  # seconds: the longest a connection is held back for one read
 
 
 class DiscardBudget:
@@ -67,7 +72,10 @@ class DiscardBudget:
         """Called for each chunk read of a refused body: the seconds until the budget has paid
         for it (0: at once)."""
         now = self.now()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - size
+        # The debt is at most a second's worth: each wait then ends within a second (far inside
+        # Twisted's 60 s request timeout), and an attack's debt does not outlast it.
+        tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - size
+        self.tokens = max(tokens, -self.rate * MAX_DISCARD_WAIT)
         self.at = now
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
@@ -99,7 +107,10 @@ class DiscardedBody(io.BytesIO):
 
     def _resume(self) -> None:
         self.paused = False
-        self.transport.resumeProducing()  # of a connection lost meanwhile: nothing
+        # Once the body is in (a TLS connection hands over what it decrypted even while
+        # paused), the connection is Twisted's to pause and resume; a lost one ignores this.
+        if self.remaining > 0:
+            self.transport.resumeProducing()
 
 
 def _call_later(delay: float, call: Callable[[], None]) -> Any:
@@ -145,9 +156,9 @@ def install() -> None:
         # a form (multipart or URL-encoded) into `request.args`, on the event loop, before the
         # application runs; daphne never reads `args`, it hands the body itself over. That
         # was a parse of every publish's Content-Type through the email package (5 % of the
-        # server's CPU in bench/publish.py) and, for a form body of up to Django's 2.5 MB
-        # limit, a stall every tenant felt. `parsePOSTFormSubmission` is Twisted's own switch
-        # for it (twisted.web.http.Request).
+        # server's CPU in bench/publish.py) and, for a form body of up to the 4 MiB other
+        # paths take (DATA_UPLOAD_MAX_MEMORY_SIZE), a stall every tenant felt.
+        # `parsePOSTFormSubmission` is Twisted's own switch for it (twisted.web.http.Request).
         kwargs["parsePOSTFormSubmission"] = False
         make_request(self, *args, **kwargs)
 

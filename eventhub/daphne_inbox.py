@@ -47,6 +47,8 @@ class Inbox:
                 reader.cancel()
                 if self._readers is not None and reader in self._readers:
                     self._readers.remove(reader)
+                    if not self._readers:
+                        self._readers = None
                 elif self._messages is not None:
                     # Woken for a message, then cancelled before it ran: the message is still
                     # here, so the wake-up goes to the next reader, as asyncio.Queue does.

@@ -19,14 +19,14 @@ class FakeServer:
         pass
 
 
-def request_for(path: bytes) -> WebRequest:
+def request_for(path: bytes, transport=None) -> WebRequest:
     """A daphne request as Twisted's HTTPChannel holds it once the headers are in."""
     channel = SimpleNamespace(
         _path=path,
         factory=SimpleNamespace(server=FakeServer()),
         getPeer=lambda: None,
         getHost=lambda: None,
-        transport=None,
+        transport=transport,
     )
     return WebRequest(channel)
 
@@ -161,6 +161,64 @@ def test_a_refused_body_is_not_held_back_while_the_budget_lasts(monkeypatch):
 
 def test_daphne_hands_any_body_within_its_limit_over_as_one_message():
     server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    request = request_for(b"/api/v1/events/batch")
+    request.server = server
+    queued = []
+    request.application_queue = SimpleNamespace(put_nowait=queued.append)
+    body = b"x" * body_limit(batch=True)  # the largest body a batch may have
+    request.gotLength(len(body))
+    request.handleContentChunk(body)
+    request.content.seek(0)
 
-    assert server.request_buffer_size >= body_limit(batch=True)
-    assert server.request_buffer_size >= path_body_limit(b"/admin/login/")
+    # daphne's loop after it made the application (WebRequest.process), with its buffer size.
+    while True:
+        chunk = request.content.read(server.request_buffer_size)
+        more_body = not (len(chunk) < server.request_buffer_size)
+        queued.append({"body": chunk, "more_body": more_body})
+        if not more_body:
+            break
+
+    assert [len(m["body"]) for m in queued] == [len(body)]
+
+
+def test_without_djangos_body_limit_bodies_are_handed_over_in_pieces_of_bounded_size(settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None
+
+    assert (
+        2**20 < daphne_bodies.request_buffer_bytes() <= daphne_bodies.MAX_REQUEST_BUFFER_BYTES + 1
+    )
+
+
+def test_a_refused_body_is_paced_on_its_own_connection():
+    transport = FakeTransport()
+    request = request_for(b"/api/v1/events", transport)
+    request.gotLength(body_limit(batch=False) + 1)
+
+    assert request.content.transport is transport
+
+
+def test_the_budgets_debt_is_at_most_a_second_so_no_wait_is_longer():
+    clock = Clock()
+    budget = DiscardBudget(rate=1000, burst=1000, now=clock.seconds)
+
+    for _ in range(100):  # many connections' first reads, charged at once
+        budget.charge(1000)
+
+    assert budget.charge(1000) == pytest.approx(daphne_bodies.MAX_DISCARD_WAIT)
+    clock.advance(daphne_bodies.MAX_DISCARD_WAIT)
+    assert budget.charge(0) == 0.0  # an attack's debt does not outlast it
+
+
+def test_a_body_that_came_in_whole_while_paused_is_not_resumed_by_the_budget(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(daphne_bodies, "_call_later", clock.callLater)
+    transport = FakeTransport()
+    body = DiscardedBody(2000, transport, DiscardBudget(rate=1000, burst=500, now=clock.seconds))
+
+    body.write(b"x" * 1000)  # over budget: paused for half a second
+    assert not transport.reading
+    body.write(b"x" * 1000)  # the rest, already decrypted by TLS: the request now runs
+    transport.pauseProducing()  # … and Twisted pauses the connection while it does
+
+    clock.advance(1)
+    assert not transport.reading  # left to Twisted

@@ -77,6 +77,7 @@ async def test_an_idle_inbox_holds_a_tenth_of_what_an_asyncio_queue_does():
     async def bytes_each(make) -> float:
         """Memory held by 200 queues that each passed one message on, per queue."""
         connect = {"type": "websocket.connect"}
+        already = tracemalloc.is_tracing()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
@@ -86,7 +87,8 @@ async def test_an_idle_inbox_holds_a_tenth_of_what_an_asyncio_queue_does():
                 assert await asyncio.wait_for(queue.get(), WAIT) is connect
             return (tracemalloc.get_traced_memory()[0] - before) / len(held)
         finally:
-            tracemalloc.stop()
+            if not already:
+                tracemalloc.stop()
 
     assert await bytes_each(Inbox) * 10 <= await bytes_each(asyncio.Queue)
 
