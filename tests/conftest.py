@@ -6,10 +6,14 @@ from channels.layers import channel_layers
 
 from eventhub.asgi import application
 from streams import metrics, runtime
+from streams.backends.local import LocalBackend
+from streams.delivery.replay import log_reads
 from streams.revoked_tokens import revoked_tokens
 from tenants import selectors
 from tenants.services import api_key_issue
 from tests.factories import ACTOR, TenantFactory
+
+SETTLE_SECONDS = 10.0  # the longest a test's last database work may take to end
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +25,13 @@ def fresh_process_state():
     revoked_tokens.clear()
     metrics.tenant_counters.clear()
     yield
+    # The test's event loop is gone, but a database thread of its engine may still be writing
+    # or reading (a batch handed to it as the test ended): the database flush after the test
+    # would find its tables locked (SQLite's shared cache does not wait).
+    backend = runtime.peek_backend()
+    if isinstance(backend, LocalBackend):
+        backend.log_queue.wait_idle(SETTLE_SECONDS)
+    log_reads.wait_idle(SETTLE_SECONDS)
     runtime.reset()
     channel_layers.backends.clear()
 

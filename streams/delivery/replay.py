@@ -12,6 +12,7 @@ promised is what the pages send), easier to check in one file.
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,7 @@ class TenantReads:
     """
 
     def __init__(self, threads: int = READ_THREADS) -> None:
+        self._threads = threads
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="eventhub-replay")
         self._turns: dict[int, tuple[asyncio.Lock, int]] = {}
 
@@ -89,6 +91,15 @@ class TenantReads:
                 del self._turns[tenant_id]
             else:
                 self._turns[tenant_id] = (lock, users - 1)
+
+    def wait_idle(self, timeout: float) -> None:
+        """Blocks until every read under way is done: each thread then takes a part of a
+        barrier, which holds until all of them have. For a caller on another thread whose event
+        loop may be gone (a test's teardown, before the database is flushed)."""
+        barrier = threading.Barrier(self._threads)
+        parts = [self._executor.submit(barrier.wait, timeout) for _ in range(self._threads)]
+        for part in parts:
+            part.result(timeout)
 
     def tenants_reading(self) -> int:
         """Tenants with a read running or waiting (the turns held in memory)."""

@@ -48,6 +48,13 @@ class DatabaseThread:
 
         return sync_to_async(run, thread_sensitive=False, executor=self._executor)
 
+    def wait_idle(self, timeout: float) -> None:
+        """Blocks until the thread has done the work handed to it so far. For a caller on
+        another thread that must not overlap it, whose event loop may be gone (a test's
+        teardown, before the database is flushed)."""
+        if not self._closed:
+            self._executor.submit(lambda: None).result(timeout)
+
     async def release(self) -> None:
         """Closes the thread's connection (a pool gets it back); the next call opens one."""
         if self._closed:

@@ -104,6 +104,10 @@ class LocalLogQueue:
             return False
         return True
 
+    def wait_idle(self, timeout: float) -> None:
+        """Blocks until the database work under way is done (`DatabaseThread.wait_idle`)."""
+        self._db.wait_idle(timeout)
+
     async def stop(self) -> None:
         await self.drain()
         if self._task is not None:
