@@ -161,24 +161,18 @@ def test_a_refused_body_is_not_held_back_while_the_budget_lasts(monkeypatch):
 
 def test_daphne_hands_any_body_within_its_limit_over_as_one_message():
     server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    queued: list[dict] = []
+    server.create_application = lambda protocol, scope: SimpleNamespace(put_nowait=queued.append)
     request = request_for(b"/api/v1/events/batch")
     request.server = server
-    queued = []
-    request.application_queue = SimpleNamespace(put_nowait=queued.append)
+    request.channel.isSecure = lambda: False
     body = b"x" * body_limit(batch=True)  # the largest body a batch may have
     request.gotLength(len(body))
     request.handleContentChunk(body)
-    request.content.seek(0)
 
-    # daphne's loop after it made the application (WebRequest.process), with its buffer size.
-    while True:
-        chunk = request.content.read(server.request_buffer_size)
-        more_body = not (len(chunk) < server.request_buffer_size)
-        queued.append({"body": chunk, "more_body": more_body})
-        if not more_body:
-            break
+    request.requestReceived(b"POST", b"/api/v1/events/batch", b"HTTP/1.1")  # daphne's process()
 
-    assert [len(m["body"]) for m in queued] == [len(body)]
+    assert [(len(m["body"]), m["more_body"]) for m in queued] == [(len(body), False)]
 
 
 def test_without_djangos_body_limit_bodies_are_handed_over_in_pieces_of_bounded_size(settings):
