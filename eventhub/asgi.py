@@ -14,7 +14,7 @@ from django.conf import settings  # noqa: E402
 from django.db import DatabaseError, connections  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from eventhub import daphne_bodies, daphne_inbox, gctuning, redaction  # noqa: E402
+from eventhub import daphne_bodies, daphne_inbox, gctuning, malloctuning, redaction  # noqa: E402
 from streams import runtime  # noqa: E402
 from streams.delivery import daphne_protocol  # noqa: E402
 from streams.routing import (  # noqa: E402
@@ -43,6 +43,7 @@ runtime.install_shutdown_hook()
 daphne_bodies.install()
 daphne_inbox.install()
 daphne_protocol.install()
+malloctuning.install()
 
 application = ProtocolTypeRouter(
     {

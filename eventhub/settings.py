@@ -239,6 +239,8 @@ EVENTHUB_WORKER_METRICS_PORT = env.int("EVENTHUB_WORKER_METRICS_PORT", default=0
 EVENTHUB_GC_THRESHOLDS = [
     int(x) for x in env.list("EVENTHUB_GC_THRESHOLDS", default=["50000", "20", "100"]) if x
 ]
+# Fix glibc's malloc thresholds above a publish body's size (eventhub/malloctuning.py).
+EVENTHUB_MALLOC_TUNING = env.bool("EVENTHUB_MALLOC_TUNING", default=True)
 # How long an authenticated API key is trusted from the process cache before it is re-read.
 EVENTHUB_KEY_CACHE_SECONDS = env.float("EVENTHUB_KEY_CACHE_SECONDS", default=2.0)
 
