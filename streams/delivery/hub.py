@@ -419,7 +419,7 @@ class Hub:
                 except Exception:
                     logger.exception("hub failed to deliver to tenant %s", tenant_id)
                 # Other tenants' deliveries and requests go next.
-                await asyncio.sleep(0)
+                await fairness.give_turn()
         finally:
             tenant.draining = False
 
@@ -433,7 +433,7 @@ class Hub:
             if time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
                 # A long batch of one tenant lets the others' events through between its
                 # runs: theirs wait for about one broadcast, not the whole batch.
-                await asyncio.sleep(0)
+                await fairness.give_turn()
                 since = time.perf_counter()
             epoch = envelope.epoch
             if epoch != tenant.epoch:
@@ -528,7 +528,7 @@ class Hub:
         delivered = 0
         for count, (sub, its_topics) in enumerate(matched.items(), 1):
             if not count % 64 and time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
-                await asyncio.sleep(0)  # as in `_broadcast`
+                await fairness.give_turn()  # as in `_broadcast`
                 since = time.perf_counter()
             key = tuple(its_topics)
             frames = shared.get(key)
@@ -579,7 +579,7 @@ class Hub:
                 # A broadcast to thousands is cut into turns too: what other tenants need
                 # from the loop waits for one slice of it, not all of it. The tenant's next
                 # broadcast still starts after this one ends (its delivery lock).
-                await asyncio.sleep(0)
+                await fairness.give_turn()
                 since = time.perf_counter()
             if sub.pending is not None:
                 if not sub.hold(envelope):

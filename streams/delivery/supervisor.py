@@ -187,7 +187,7 @@ class Supervisor:
             for count, sub in enumerate(list(tenant.subscribers), 1):
                 if not count % 64 and time.perf_counter() - since > fairness.FAIR_SLICE_SECONDS:
                     # Thousands of pings at once held the loop for tens of milliseconds.
-                    await asyncio.sleep(0)
+                    await fairness.give_turn()
                     since = time.perf_counter()
                 if sub.closed or sub.opening:
                     continue  # its welcome must be the first thing it gets

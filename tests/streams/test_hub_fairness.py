@@ -36,6 +36,24 @@ async def test_a_quiet_tenants_event_is_delivered_during_a_noisy_tenants_burst(
     assert all(client.seqs == list(burst) for client in noisy)
 
 
+async def test_one_yield_of_a_burst_lets_another_tenants_publish_take_its_steps_in_a_row():
+    """A publish crosses the loop in a few turns in a row, each scheduled by the one before
+    (Twisted's read, its application, the layer's receive loop, its tenant's delivery task):
+    each yield of a burst lets it take two of them, not one."""
+    steps: list[str] = []
+
+    async def another_tenants_publish() -> None:
+        for step in ("read", "published", "received", "delivered"):
+            steps.append(step)
+            await asyncio.sleep(0)  # the next step runs a turn later
+
+    publish = asyncio.ensure_future(another_tenants_publish())
+    await fairness.give_turn()
+
+    assert steps == ["read", "published"]
+    await asyncio.wait_for(publish, 2)
+
+
 async def test_a_tenants_full_delivery_queue_drops_and_the_gap_is_filled_from_the_buffer(
     hub, backend, settings
 ):
