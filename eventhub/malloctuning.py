@@ -11,13 +11,15 @@ from eventhub.daphne_bodies import request_buffer_bytes
 
 logger = logging.getLogger(__name__)
 
-# mallopt(3) parameters.
+# mallopt(3)'s parameter numbers (malloc.h); Python's ctypes has no names for them.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 # glibc refuses a larger mmap threshold (HEAP_MAX_SIZE / 2 on 64-bit systems).
 MAX_MMAP_THRESHOLD = 32 * 2**20
-# glibc's own settings, by environment: when the operator gave any, they are kept.
+# glibc's own settings of the same thresholds, by environment: when the operator gave any,
+# they are kept.
 _ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad")
 
 
 def thresholds() -> tuple[int, int]:
@@ -28,7 +30,8 @@ def thresholds() -> tuple[int, int]:
 
 
 def install() -> bool:
-    """Called once when the ASGI application is imported; True when the thresholds were set.
+    """Called once when the ASGI application is imported (by daphne, and by whatever else
+    loads it: runworker, the tests); True when the thresholds were set.
 
     A large publish body is copied whole a few times on the event loop (Twisted's temporary
     file read back, the decoded text), each copy one block of megabytes. glibc serves a block
@@ -36,17 +39,22 @@ def install() -> bool:
     once more than the trim threshold lies free there; both thresholds start low and adapt only
     to a block freed before. So every 4 MiB body faulted its copies in again, page by page: 2-3
     ms per copy on this machine's VM, 0.3-0.5 ms with the thresholds fixed above the body's
-    size (bench/noisy.py, big bodies: loop stalls over 10 ms 19-68 → 1 in 10 s). What the
-    process may keep for reuse is at most the trim threshold (docs/security.md).
+    size (bench/noisy.py, big bodies: loop stalls over 10 ms 19-68 → 0 in 10 s). What the
+    process keeps for reuse is at most the trim threshold free at the top of each malloc arena
+    (the loop's, and one per worker thread that allocates), besides what fragmentation holds
+    below live blocks, as before (docs/security.md).
     """
     if not settings.EVENTHUB_MALLOC_TUNING or platform.libc_ver()[0] != "glibc":
         return False
-    if any(name in os.environ for name in _ENVIRONMENT) or "malloc" in os.environ.get(
-        "GLIBC_TUNABLES", ""
-    ):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in os.environ for name in _ENVIRONMENT) or any(t in tunables for t in _TUNABLES):
         return False
     mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     mmap, trim = thresholds()
-    done = bool(mallopt(M_MMAP_THRESHOLD, mmap)) and bool(mallopt(M_TRIM_THRESHOLD, trim))
-    logger.debug("malloc thresholds: mmap %d, trim %d (%s)", mmap, trim, done)
-    return done
+    done = [mallopt(M_MMAP_THRESHOLD, mmap), mallopt(M_TRIM_THRESHOLD, trim)]
+    if not all(done):
+        logger.warning("glibc refused malloc thresholds mmap %d, trim %d: %s", mmap, trim, done)
+        return False
+    logger.debug("malloc thresholds: mmap %d, trim %d", mmap, trim)
+    return True

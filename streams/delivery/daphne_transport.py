@@ -94,8 +94,9 @@ def drop_unread_later(send: Send, delay: float) -> None:
     reads nor goes (a WebSocket's is dropped by its close timeout). Measured by
     tests/e2e/test_churn.py before this: 100 SSE clients that never read kept 40 MB, and
     twelve rounds of them 480 MB. Checked every DRAIN_CHECK_SECONDS, not once at the end: a
-    client that took it all may already be waiting for the answer to its next request on the
-    connection, which must not be dropped with it.
+    client that took it all may be waiting for the answer to its next request on the
+    connection by then, which must not be dropped with it. (A client that takes it all and has
+    its next answer partly unread within one check's interval is still dropped at the end.)
     """
     transport: Any = getattr(server_protocol(send), "transport", None)
     if not _buffered(transport) or not hasattr(transport, "abortConnection"):

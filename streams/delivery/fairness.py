@@ -18,6 +18,7 @@ TURNS = 2
 
 
 async def give_turn() -> None:
-    """Awaited by delivery work once it has held the loop for FAIR_SLICE_SECONDS."""
+    """Awaited by delivery work between its pieces: inside a broadcast or a run once it has held
+    the loop for FAIR_SLICE_SECONDS, and by a tenant's delivery task between layer messages."""
     for _ in range(TURNS):
         await asyncio.sleep(0)

@@ -39,7 +39,9 @@ print(json.dumps({"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt -
 
 def copy_faults(**env: str) -> dict:
     environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))  # glibc's malloc only
     }
     environment.update(DJANGO_SETTINGS_MODULE="eventhub.settings", DEBUG="1", **env)
     done = subprocess.run(
@@ -63,12 +65,15 @@ def test_the_thresholds_keep_a_block_of_a_body_s_size_and_two_of_them_free():
 
 @glibc
 def test_a_freed_body_copy_is_reused_not_faulted_in_again():
-    untuned = copy_faults()
+    pages_per_copy = (4 << 20) // os.sysconf("SC_PAGE_SIZE")
+    if copy_faults()["faults"] < 8 * pages_per_copy:
+        # Each copy faults its pages in again on this machine (24 320 faults for the eight);
+        # with transparent huge pages always on, a few 2 MiB pages stand for them.
+        pytest.skip("this kernel does not fault a fresh block in page by page")
+
     tuned = copy_faults(TUNE="1")
 
     assert tuned["installed"] is True
-    pages_per_copy = (4 << 20) // os.sysconf("SC_PAGE_SIZE")
-    assert untuned["faults"] > 8 * pages_per_copy  # each copy faulted its pages in again
     assert tuned["faults"] < pages_per_copy  # the eight together: less than one copy's pages
 
 
@@ -78,6 +83,8 @@ def test_glibc_settings_the_operator_gave_are_kept():
     assert (
         copy_faults(TUNE="1", GLIBC_TUNABLES="glibc.malloc.trim_threshold=1")["installed"] is False
     )
+    # Other tunables are not these thresholds.
+    assert copy_faults(TUNE="1", GLIBC_TUNABLES="glibc.malloc.arena_max=2")["installed"] is True
 
 
 @glibc

@@ -1,6 +1,7 @@
 """Beneath daphne: a slow SSE consumer's connection, once its stream has ended, is dropped
-with what it left unread unless its client takes all of it within the grace; a client that
-did is never dropped later, also while a next request on the connection is being answered."""
+with what it left unread unless its client takes all of it within the grace; a client seen to
+have taken it all is not dropped later, also while a next request on the connection is being
+answered."""
 
 import asyncio
 import functools
