@@ -25,6 +25,10 @@ if not SECRET_KEY:
     if not _dev_key_file.exists():
         _dev_key_file.write_text("dev-insecure-" + get_random_secret_key())
     SECRET_KEY = _dev_key_file.read_text().strip()
+# Keys SECRET_KEY was before, still accepted while what they signed or sealed ages out:
+# sessions, subscriber tokens, token ids, webhook secrets (re-seal those with
+# `manage.py reseal_webhook_secrets`, then drop the old key). Comma-separated.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Whoever knows SECRET_KEY forges sessions and subscriber tokens for every tenant: with DEBUG
 # off a guessable one is refused at start-up (Django's own check only warns, under --deploy).
 ENV_EXAMPLE_SECRET_KEY = "change-me-to-50-random-characters"

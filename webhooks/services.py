@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -14,7 +15,7 @@ from tenants.actors import Actor
 from tenants.models import AuditAction
 from tenants.services import audit_record
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from webhooks.signing import secret_new, secret_open, secret_seal
+from webhooks.signing import secret_new, secret_open, secret_reseal, secret_seal
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,30 @@ def webhook_secret_rotate(*, endpoint: WebhookEndpoint, actor: Actor) -> str:
             target=str(endpoint.pk),
         )
     return secret
+
+
+def webhook_secrets_reseal() -> list[int]:
+    """Seals every endpoint's secrets (and a rotated-out one still in its grace) under the
+    current SECRET_KEY, after a rotation that moved the old key to SECRET_KEY_FALLBACKS; returns
+    the ids of endpoints sealed under none of the keys in use (they need a secret rotation)."""
+    unreadable = []
+    for endpoint in WebhookEndpoint.objects.order_by("pk").iterator(chunk_size=500):
+        try:
+            sealed = secret_reseal(endpoint.secret_sealed)
+            previous = (
+                secret_reseal(endpoint.previous_secret_sealed)
+                if endpoint.previous_secret_sealed
+                else ""
+            )
+        except InvalidToken:
+            unreadable.append(endpoint.pk)
+            continue
+        WebhookEndpoint.objects.filter(
+            pk=endpoint.pk,
+            secret_sealed=endpoint.secret_sealed,  # not rotated meanwhile
+            previous_secret_sealed=endpoint.previous_secret_sealed,
+        ).update(secret_sealed=sealed, previous_secret_sealed=previous)
+    return unreadable
 
 
 def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> None:

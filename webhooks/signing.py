@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, MultiFernet
 from django.conf import settings
 
 PREFIX = "whsec_"
@@ -24,11 +24,17 @@ def signature(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def _fernet() -> Fernet:
-    # A key of its own derived from SECRET_KEY: rotating SECRET_KEY makes the sealed secrets
-    # unreadable, and each endpoint then needs a rotation (docs/security.md).
-    digest = hashlib.sha256(b"eventhub.webhooks.secret:" + settings.SECRET_KEY.encode()).digest()
+def _key(secret_key: str) -> Fernet:
+    digest = hashlib.sha256(b"eventhub.webhooks.secret:" + secret_key.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _fernet() -> MultiFernet:
+    # A key of its own derived from SECRET_KEY, sealing new secrets; one from each of
+    # SECRET_KEY_FALLBACKS still opens what was sealed before a rotation, until
+    # `reseal_webhook_secrets` seals it again under the current key (docs/security.md).
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return MultiFernet([_key(k) for k in keys])
 
 
 def secret_seal(secret: str) -> str:
@@ -36,4 +42,10 @@ def secret_seal(secret: str) -> str:
 
 
 def secret_open(sealed: str) -> str:
+    """The secret; raises cryptography's InvalidToken when no key in use sealed it."""
     return _fernet().decrypt(sealed.encode()).decode()
+
+
+def secret_reseal(sealed: str) -> str:
+    """The same secret sealed under the current SECRET_KEY (it may be sealed under a fallback)."""
+    return _fernet().rotate(sealed.encode()).decode()

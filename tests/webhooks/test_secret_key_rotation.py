@@ -1,0 +1,74 @@
+"""Rotating SECRET_KEY the Django way (the old key moved to SECRET_KEY_FALLBACKS) keeps every
+webhook signing; `reseal_webhook_secrets` then seals the secrets under the new key, after which
+the old key can go."""
+
+import pytest
+from cryptography.fernet import InvalidToken
+from django.core.management import CommandError, call_command
+
+from tests.factories import ACTOR
+from webhooks import services
+from webhooks.models import WebhookEndpoint
+from webhooks.signing import secret_open
+
+OLD_KEY = "old-secret-key-" + "a1b2c3d4e5" * 5
+NEW_KEY = "new-secret-key-" + "f6g7h8i9j0" * 5
+
+
+@pytest.fixture
+def endpoint_sealed_under_the_old_key(db, tenant, settings, allow_private):
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
+    created = services.webhook_endpoint_create(
+        tenant_id=tenant.pk,
+        url="http://127.0.0.1:9/hook",
+        topics=["*"],
+        kinds=["event"],
+        actor=ACTOR,
+    )
+    services.webhook_secret_rotate(endpoint=created.endpoint, actor=ACTOR)  # one in its grace
+    endpoint = WebhookEndpoint.objects.get(pk=created.endpoint.pk)
+    return (
+        endpoint,
+        secret_open(endpoint.secret_sealed),
+        secret_open(endpoint.previous_secret_sealed),
+    )
+
+
+def test_after_a_rotation_with_the_old_key_as_fallback_the_secrets_still_open(
+    endpoint_sealed_under_the_old_key, settings
+):
+    endpoint, secret, previous = endpoint_sealed_under_the_old_key
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+
+    assert secret_open(endpoint.secret_sealed) == secret
+    assert secret_open(endpoint.previous_secret_sealed) == previous
+
+
+def test_resealed_secrets_open_once_the_old_key_is_gone(
+    endpoint_sealed_under_the_old_key, settings
+):
+    endpoint, secret, previous = endpoint_sealed_under_the_old_key
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+
+    call_command("reseal_webhook_secrets")
+    settings.SECRET_KEY_FALLBACKS = []
+
+    endpoint.refresh_from_db()
+    assert secret_open(endpoint.secret_sealed) == secret
+    assert secret_open(endpoint.previous_secret_sealed) == previous
+
+
+def test_without_the_old_key_the_secrets_do_not_open_and_the_command_names_the_endpoint(
+    endpoint_sealed_under_the_old_key, settings
+):
+    endpoint, _, _ = endpoint_sealed_under_the_old_key
+    sealed = endpoint.secret_sealed
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, []
+
+    with pytest.raises(InvalidToken):
+        secret_open(endpoint.secret_sealed)
+    with pytest.raises(CommandError, match=f"endpoints {endpoint.pk}\\b"):
+        call_command("reseal_webhook_secrets")
+    endpoint.refresh_from_db()
+    assert endpoint.secret_sealed == sealed  # left as it was, for the old key to come back
