@@ -2,20 +2,11 @@
 and every address it has must be public, unless EVENTHUB_WEBHOOK_ALLOW_PRIVATE is set."""
 
 import asyncio
-import concurrent.futures
 import ipaddress
 import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
-
-# How long a registration waits for its host to resolve. It waits in the thread that serves
-# every tenant's synchronous requests (Django runs sync views on one thread per process), so a
-# host whose name servers never answer must not hold it for the resolver's own timeouts (5 s a
-# try, per server). The lookups run on a few threads of their own; one that outlives its wait
-# ends there, and while all are taken, registrations are refused after the same wait.
-RESOLVE_SECONDS = 2.0
-_resolvers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
 
 
 class AddressRefused(ValueError):
@@ -48,16 +39,11 @@ def _checked(host: str, infos: list) -> str:
 
 
 def url_address(url: str) -> str:
-    """The address to connect to for `url`, resolved now (within RESOLVE_SECONDS); raises
-    AddressRefused."""
+    """The address to connect to for `url`, resolved now; raises AddressRefused."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    lookup = _resolvers.submit(socket.getaddrinfo, host, _port(parts), type=socket.SOCK_STREAM)
     try:
-        infos = lookup.result(timeout=RESOLVE_SECONDS)
-    except TimeoutError:
-        lookup.cancel()  # when it has not started yet
-        raise AddressRefused(f"{host} did not resolve within {RESOLVE_SECONDS:g} s") from None
+        infos = socket.getaddrinfo(host, _port(parts), type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError) as exc:
         raise AddressRefused(f"{host} does not resolve") from exc
     return _checked(host, infos)
