@@ -1,5 +1,6 @@
 """Provides the hub's settings, every one read from the environment (see README, Configuration)."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -27,25 +28,40 @@ if not SECRET_KEY:
     SECRET_KEY = _dev_key_file.read_text().strip()
 # Keys SECRET_KEY was before, still accepted while what they signed or sealed ages out:
 # sessions, subscriber tokens, token ids, webhook secrets (re-seal those with
-# `manage.py reseal_webhook_secrets`, then drop the old key). Comma-separated.
-SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# `manage.py reseal_webhook_secrets`, then drop the old key). Comma-separated. Read as it is:
+# django-environ takes a value starting with "$" (which Django's keys may) for a reference to
+# another variable, and keeps the spaces around commas.
+SECRET_KEY_FALLBACKS = [
+    key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 # Whoever knows SECRET_KEY forges sessions and subscriber tokens for every tenant: with DEBUG
 # off a guessable one is refused at start-up (Django's own check only warns, under --deploy).
 ENV_EXAMPLE_SECRET_KEY = "change-me-to-50-random-characters"
 DEVELOPMENT_SECRET_PREFIXES = ("dev-insecure-", "django-insecure-")
-if not DEBUG and (
-    len(SECRET_KEY) < 50
-    or len(set(SECRET_KEY)) < 5
-    or SECRET_KEY == ENV_EXAMPLE_SECRET_KEY
-    or SECRET_KEY.startswith(DEVELOPMENT_SECRET_PREFIXES)
-):
-    from django.core.exceptions import ImproperlyConfigured
 
-    raise ImproperlyConfigured(
-        "SECRET_KEY is too weak for DEBUG off: use at least 50 random characters, not the "
-        ".env.example placeholder or a development key. Make one with: python -c 'from "
-        "django.core.management.utils import get_random_secret_key as k; print(k())'"
+
+def _weak(key: str) -> bool:
+    return (
+        len(key) < 50
+        or len(set(key)) < 5
+        or key == ENV_EXAMPLE_SECRET_KEY
+        or key.startswith(DEVELOPMENT_SECRET_PREFIXES)
     )
+
+
+# A fallback verifies signatures as SECRET_KEY does: a weak one is as forgeable.
+for _name, _weak_keys in (
+    ("SECRET_KEY", [SECRET_KEY]),
+    ("SECRET_KEY_FALLBACKS", SECRET_KEY_FALLBACKS),
+):
+    if not DEBUG and any(_weak(k) for k in _weak_keys):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"{_name} is too weak for DEBUG off: use at least 50 random characters, not the "
+            ".env.example placeholder or a development key. Make one with: python -c 'from "
+            "django.core.management.utils import get_random_secret_key as k; print(k())'"
+        )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 EVENTHUB_ALLOWED_ORIGINS = env.list("EVENTHUB_ALLOWED_ORIGINS", default=[])

@@ -1,6 +1,8 @@
 """Provides the webhooks' writes: endpoints (create, delete, secret rotation), and the sender's
 claims and attempt outcomes."""
 
+import contextlib
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from tenants.models import AuditAction
 from tenants.services import audit_record
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.signing import secret_new, secret_open, secret_reseal, secret_seal
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,10 @@ def webhook_secret_rotate(*, endpoint: WebhookEndpoint, actor: Actor) -> str:
     beside it for EVENTHUB_WEBHOOK_SECRET_GRACE seconds, so receivers can switch over."""
     secret = secret_new()
     with transaction.atomic():
-        endpoint.previous_secret_sealed = endpoint.secret_sealed
+        # The stored secret as it is now (a reseal may have sealed it again since `endpoint`
+        # was read), and locked until this rotation is in.
+        current = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        endpoint.previous_secret_sealed = current.secret_sealed
         endpoint.previous_secret_until = timezone.now() + timedelta(
             seconds=settings.EVENTHUB_WEBHOOK_SECRET_GRACE
         )
@@ -83,27 +90,41 @@ def webhook_secret_rotate(*, endpoint: WebhookEndpoint, actor: Actor) -> str:
 
 
 def webhook_secrets_reseal() -> list[int]:
-    """Seals every endpoint's secrets (and a rotated-out one still in its grace) under the
-    current SECRET_KEY, after a rotation that moved the old key to SECRET_KEY_FALLBACKS; returns
-    the ids of endpoints sealed under none of the keys in use (they need a secret rotation)."""
+    """Seals every endpoint's secret, and a rotated-out one still in its grace, under the
+    current SECRET_KEY; run once every process has the new key, with the old one in
+    SECRET_KEY_FALLBACKS. A rotated-out secret past its grace, or sealed under no key in use,
+    is cleared (it signs nothing any more). Returns the ids of endpoints whose current secret
+    is sealed under no key in use: they need a secret rotation."""
     unreadable = []
-    for endpoint in WebhookEndpoint.objects.order_by("pk").iterator(chunk_size=500):
-        try:
-            sealed = secret_reseal(endpoint.secret_sealed)
-            previous = (
-                secret_reseal(endpoint.previous_secret_sealed)
-                if endpoint.previous_secret_sealed
-                else ""
+    ids = WebhookEndpoint.objects.order_by("pk").values_list("pk", flat=True)
+    for endpoint_id in list(ids):
+        with transaction.atomic():
+            # Locked: a secret rotation meanwhile waits, and then copies the resealed secret.
+            endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
+            if endpoint is None:
+                continue  # deleted meanwhile
+            try:
+                endpoint.secret_sealed = secret_reseal(endpoint.secret_sealed)
+            except InvalidToken:
+                unreadable.append(endpoint_id)
+            endpoint.previous_secret_sealed = _previous_resealed(endpoint)
+            if not endpoint.previous_secret_sealed:
+                endpoint.previous_secret_until = None
+            endpoint.save(
+                update_fields=["secret_sealed", "previous_secret_sealed", "previous_secret_until"]
             )
-        except InvalidToken:
-            unreadable.append(endpoint.pk)
-            continue
-        WebhookEndpoint.objects.filter(
-            pk=endpoint.pk,
-            secret_sealed=endpoint.secret_sealed,  # not rotated meanwhile
-            previous_secret_sealed=endpoint.previous_secret_sealed,
-        ).update(secret_sealed=sealed, previous_secret_sealed=previous)
     return unreadable
+
+
+def _previous_resealed(endpoint: WebhookEndpoint) -> str:
+    if not endpoint.previous_secret_sealed:
+        return ""
+    if (endpoint.previous_secret_until or timezone.now()) <= timezone.now():
+        return ""  # past its grace
+    try:
+        return secret_reseal(endpoint.previous_secret_sealed)
+    except InvalidToken:
+        return ""
 
 
 def webhook_endpoint_enable(*, endpoint: WebhookEndpoint) -> None:
@@ -144,10 +165,22 @@ class Claimed:
     secrets: tuple[str, ...]
 
 
-def _secrets(endpoint: WebhookEndpoint, now) -> tuple[str, ...]:
-    secrets = [secret_open(endpoint.secret_sealed)]
+UNREADABLE_SECRET = (
+    "Its secret is sealed under none of SECRET_KEY and SECRET_KEY_FALLBACKS (SECRET_KEY was "
+    "changed without its fallback): rotate the secret, then enable it."
+)
+
+
+def _secrets(endpoint: WebhookEndpoint, now) -> tuple[str, ...] | None:
+    """The secrets that sign its deliveries; None when its current one opens under no key in
+    use. A rotated-out one that does not open signs nothing."""
+    try:
+        secrets = [secret_open(endpoint.secret_sealed)]
+    except InvalidToken:
+        return None
     if endpoint.previous_secret_sealed and (endpoint.previous_secret_until or now) > now:
-        secrets.append(secret_open(endpoint.previous_secret_sealed))
+        with contextlib.suppress(InvalidToken):
+            secrets.append(secret_open(endpoint.previous_secret_sealed))
     return tuple(secrets)
 
 
@@ -194,18 +227,31 @@ def deliveries_claim(
             .select_related("endpoint")
             .order_by("next_attempt_at", "id")
         )
-        return [
-            Claimed(
-                id=d.pk,
-                endpoint_id=d.endpoint_id,
-                tenant_id=d.endpoint.tenant_id,
-                url=d.endpoint.url,
-                webhook_id=d.webhook_id,
-                body=d.body,
-                secrets=_secrets(d.endpoint, now),
+        claimed, unsigned = [], set()
+        for d in sorted(rows, key=lambda d: chosen.index(d.pk)):
+            secrets = _secrets(d.endpoint, now)
+            if secrets is None:
+                unsigned.add(d.endpoint_id)
+                continue
+            claimed.append(
+                Claimed(
+                    id=d.pk,
+                    endpoint_id=d.endpoint_id,
+                    tenant_id=d.endpoint.tenant_id,
+                    url=d.endpoint.url,
+                    webhook_id=d.webhook_id,
+                    body=d.body,
+                    secrets=secrets,
+                )
             )
-            for d in sorted(rows, key=lambda d: chosen.index(d.pk))
-        ]
+        if unsigned:
+            # Nothing of it can be signed: it waits, disabled and saying why, and the other
+            # endpoints' deliveries go on. Its deliveries are kept for when it is enabled.
+            WebhookEndpoint.objects.filter(pk__in=unsigned).update(
+                active=False, disabled_reason=UNREADABLE_SECRET
+            )
+            logger.error("webhook endpoints %s: secret sealed under no key in use", unsigned)
+        return claimed
 
 
 def _retry_delay(attempts: int) -> float | None:

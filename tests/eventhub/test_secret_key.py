@@ -47,3 +47,41 @@ def test_a_strong_secret_key_starts_it():
 
 def test_development_keeps_its_generated_key():
     assert check("dev-insecure-" + "a8Kq2" * 10, debug="1").returncode == 0
+
+
+def check_with_fallbacks(fallbacks: str) -> subprocess.CompletedProcess:
+    env = base_env(
+        SECRET_KEY=STRONG,
+        SECRET_KEY_FALLBACKS=fallbacks,
+        DEBUG="0",
+        DATABASE_URL="sqlite:///:memory:",
+    )
+    return manage_run(env, "check")
+
+
+@pytest.mark.parametrize(
+    "fallbacks",
+    ["the-old-key", STRONG[::-1] + ", x", "dev-insecure-" + "a8Kq2" * 10],
+    ids=["env-example-placeholder", "one-weak-among-strong", "make-run-key"],
+)
+def test_a_weak_fallback_key_stops_the_hub_with_debug_off_as_a_weak_key_does(fallbacks):
+    done = check_with_fallbacks(fallbacks)
+
+    assert done.returncode != 0
+    assert "SECRET_KEY_FALLBACKS is too weak" in done.stderr
+
+
+def test_strong_fallback_keys_are_read_as_written_spaces_and_dollars_too():
+    old = "$" + STRONG[1:]  # Django's keys may start with "$"
+    env = base_env(
+        SECRET_KEY=STRONG,
+        SECRET_KEY_FALLBACKS=f" {old} , {STRONG[::-1]} ,",
+        DEBUG="0",
+        DATABASE_URL="sqlite:///:memory:",
+    )
+    done = manage_run(
+        env, "shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)"
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == repr([old, STRONG[::-1]])

@@ -2,13 +2,16 @@
 webhook signing; `reseal_webhook_secrets` then seals the secrets under the new key, after which
 the old key can go."""
 
+from datetime import timedelta
+
 import pytest
 from cryptography.fernet import InvalidToken
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from tests.factories import ACTOR
 from webhooks import services
-from webhooks.models import WebhookEndpoint
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.signing import secret_open
 
 OLD_KEY = "old-secret-key-" + "a1b2c3d4e5" * 5
@@ -72,3 +75,66 @@ def test_without_the_old_key_the_secrets_do_not_open_and_the_command_names_the_e
         call_command("reseal_webhook_secrets")
     endpoint.refresh_from_db()
     assert endpoint.secret_sealed == sealed  # left as it was, for the old key to come back
+
+
+def test_a_rotated_out_secret_past_its_grace_is_cleared_not_resealed(
+    endpoint_sealed_under_the_old_key, settings
+):
+    endpoint, secret, _ = endpoint_sealed_under_the_old_key
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        previous_secret_until=timezone.now() - timedelta(seconds=1)
+    )
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+
+    call_command("reseal_webhook_secrets")
+
+    endpoint.refresh_from_db()
+    settings.SECRET_KEY_FALLBACKS = []
+    assert secret_open(endpoint.secret_sealed) == secret
+    assert endpoint.previous_secret_sealed == ""
+    assert endpoint.previous_secret_until is None
+
+
+def test_a_rotation_from_an_endpoint_read_before_the_reseal_keeps_the_resealed_secret(
+    endpoint_sealed_under_the_old_key, settings
+):
+    endpoint, secret, _ = endpoint_sealed_under_the_old_key  # read before the reseal
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
+    call_command("reseal_webhook_secrets")
+
+    new_secret = services.webhook_secret_rotate(endpoint=endpoint, actor=ACTOR)
+    settings.SECRET_KEY_FALLBACKS = []
+
+    endpoint.refresh_from_db()
+    assert secret_open(endpoint.secret_sealed) == new_secret
+    assert secret_open(endpoint.previous_secret_sealed) == secret  # opens without the old key
+
+
+def test_an_endpoint_whose_secret_no_key_opens_is_disabled_and_the_others_are_still_sent(
+    endpoint_sealed_under_the_old_key, tenant, settings
+):
+    lost, _, _ = endpoint_sealed_under_the_old_key
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, []  # the old key forgotten
+    fine = services.webhook_endpoint_create(
+        tenant_id=tenant.pk,
+        url="http://127.0.0.1:9/other",
+        topics=["*"],
+        kinds=["event"],
+        actor=ACTOR,
+    ).endpoint
+    for endpoint in (lost, fine):
+        WebhookDelivery.objects.create(
+            endpoint=endpoint,
+            webhook_id=f"msg_{endpoint.pk}",
+            type="event",
+            body="{}",
+            next_attempt_at=timezone.now(),
+        )
+
+    claimed = services.deliveries_claim(free={}, saturated=[], default_free=10, limit=10)
+
+    assert [c.endpoint_id for c in claimed] == [fine.pk]
+    lost.refresh_from_db()
+    assert not lost.active
+    assert "SECRET_KEY" in lost.disabled_reason
+    assert WebhookDelivery.objects.filter(endpoint=lost).exists()  # kept for when it is enabled
