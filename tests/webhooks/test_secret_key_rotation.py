@@ -18,18 +18,22 @@ OLD_KEY = "old-secret-key-" + "a1b2c3d4e5" * 5
 NEW_KEY = "new-secret-key-" + "f6g7h8i9j0" * 5
 
 
-@pytest.fixture
-def endpoint_sealed_under_the_old_key(db, tenant, settings, allow_private):
-    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
-    created = services.webhook_endpoint_create(
+def registered(tenant, path: str) -> WebhookEndpoint:
+    return services.webhook_endpoint_create(
         tenant_id=tenant.pk,
-        url="http://127.0.0.1:9/hook",
+        url=f"http://127.0.0.1:9/{path}",
         topics=["*"],
         kinds=["event"],
         actor=ACTOR,
-    )
-    services.webhook_secret_rotate(endpoint=created.endpoint, actor=ACTOR)  # one in its grace
-    endpoint = WebhookEndpoint.objects.get(pk=created.endpoint.pk)
+    ).endpoint
+
+
+@pytest.fixture
+def endpoint_sealed_under_the_old_key(db, tenant, settings, allow_private):
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
+    created = registered(tenant, "hook")
+    services.webhook_secret_rotate(endpoint=created, actor=ACTOR)  # one in its grace
+    endpoint = WebhookEndpoint.objects.get(pk=created.pk)
     return (
         endpoint,
         secret_open(endpoint.secret_sealed),
@@ -115,13 +119,7 @@ def test_an_endpoint_whose_secret_no_key_opens_is_disabled_and_the_others_are_st
 ):
     lost, _, _ = endpoint_sealed_under_the_old_key
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, []  # the old key forgotten
-    fine = services.webhook_endpoint_create(
-        tenant_id=tenant.pk,
-        url="http://127.0.0.1:9/other",
-        topics=["*"],
-        kinds=["event"],
-        actor=ACTOR,
-    ).endpoint
+    fine = registered(tenant, "other")
     for endpoint in (lost, fine):
         WebhookDelivery.objects.create(
             endpoint=endpoint,
