@@ -117,10 +117,9 @@ def webhook_secrets_reseal() -> list[int]:
 
 
 def _previous_resealed(endpoint: WebhookEndpoint) -> str:
-    if not endpoint.previous_secret_sealed:
-        return ""
-    if (endpoint.previous_secret_until or timezone.now()) <= timezone.now():
-        return ""  # past its grace
+    until = endpoint.previous_secret_until
+    if not endpoint.previous_secret_sealed or until is None or until <= timezone.now():
+        return ""  # none, or past its grace
     try:
         return secret_reseal(endpoint.previous_secret_sealed)
     except InvalidToken:
@@ -227,9 +226,14 @@ def deliveries_claim(
             .select_related("endpoint")
             .order_by("next_attempt_at", "id")
         )
+        order = {delivery_id: i for i, delivery_id in enumerate(chosen)}
+        # Each endpoint's secrets opened once for all its deliveries in this claim.
+        signing: dict[int, tuple[str, ...] | None] = {}
         claimed, unsigned = [], set()
-        for d in sorted(rows, key=lambda d: chosen.index(d.pk)):
-            secrets = _secrets(d.endpoint, now)
+        for d in sorted(rows, key=lambda d: order[d.pk]):
+            if d.endpoint_id not in signing:
+                signing[d.endpoint_id] = _secrets(d.endpoint, now)
+            secrets = signing[d.endpoint_id]
             if secrets is None:
                 unsigned.add(d.endpoint_id)
                 continue

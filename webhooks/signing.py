@@ -2,6 +2,7 @@
 of endpoint secrets, so that the database and the admin never hold a secret in the clear."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -33,8 +34,13 @@ def _fernet() -> MultiFernet:
     # A key of its own derived from SECRET_KEY, sealing new secrets; one from each of
     # SECRET_KEY_FALLBACKS still opens what was sealed before a rotation, until
     # `reseal_webhook_secrets` seals it again under the current key (docs/security.md).
-    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
-    return MultiFernet([_key(k) for k in keys])
+    return _keys(settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+
+
+@functools.lru_cache(maxsize=4)
+def _keys(*secret_keys: str) -> MultiFernet:
+    # Built once per set of keys, not per secret opened (the sender opens one per claim).
+    return MultiFernet([_key(k) for k in secret_keys])
 
 
 def secret_seal(secret: str) -> str:
