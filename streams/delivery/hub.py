@@ -418,8 +418,9 @@ class Hub:
                     await self.deliver(tenant_id, envelopes)
                 except Exception:
                     logger.exception("hub failed to deliver to tenant %s", tenant_id)
-                # Other tenants' deliveries and requests go next.
-                await fairness.give_turn()
+                if tenant.inbox:
+                    # Other tenants' deliveries and requests go before the next one.
+                    await fairness.give_turn()
         finally:
             tenant.draining = False
 
