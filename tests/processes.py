@@ -47,17 +47,22 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def manage_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Runs a management command and returns how it ended, whatever that was."""
+def python_run(env: dict[str, str], *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Runs the project's Python with these arguments, from the project's root, within 60 s."""
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=False,
+        check=check,
     )
+
+
+def manage_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Runs a management command and returns how it ended, whatever that was."""
+    return python_run(env, "manage.py", *args)
 
 
 def manage(env: dict[str, str], *args: str) -> str:

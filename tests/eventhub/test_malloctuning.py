@@ -4,16 +4,13 @@ fresh pages in for every copy (glibc's malloc thresholds)."""
 import json
 import os
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from eventhub import malloctuning
 from eventhub.daphne_bodies import request_buffer_bytes
+from tests.processes import python_run
 
-ROOT = Path(__file__).resolve().parents[2]
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
 # Copies a 4 MiB body the way the server does (bytes read back, then decoded), ten times, and
@@ -44,15 +41,7 @@ def copy_faults(**env: str) -> dict:
         if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))  # glibc's malloc only
     }
     environment.update(DJANGO_SETTINGS_MODULE="eventhub.settings", DEBUG="1", **env)
-    done = subprocess.run(
-        [sys.executable, "-c", COPIES],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = python_run(environment, "-c", COPIES, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

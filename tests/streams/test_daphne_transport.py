@@ -21,8 +21,18 @@ class FakeTransport:
         self.forgotten = asyncio.Event()  # what it buffered was dropped
         self.dataBuffer, self.offset = b"x" * unread, 0
         self._tempDataBuffer: list[bytes] = []
-        self._tempDataLen = 0
+        self._temp_len = 0
         self.aborted = asyncio.Event()
+        self.checked = asyncio.Event()  # the hub read how much is unread
+
+    @property
+    def _tempDataLen(self) -> int:  # read last of the three when the hub checks
+        self.checked.set()
+        return self._temp_len
+
+    @_tempDataLen.setter
+    def _tempDataLen(self, length: int) -> None:
+        self._temp_len = length
 
     @property
     def dataBuffer(self) -> bytes:
@@ -76,12 +86,16 @@ async def test_a_client_that_read_everything_keeps_its_connection_for_a_next_req
 ):
     fast_checks(monkeypatch)
     transport = FakeTransport(unread=1 << 20)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     drop_unread_later(daphne_send(transport), GRACE)
 
     transport.read_by_client()
-    await asyncio.sleep(GRACE / 3)  # five checks' time: one sees it all taken
+    transport.checked.clear()
+    await asyncio.wait_for(transport.checked.wait(), WAIT)  # a check sees it all taken
+    assert loop.time() - started < GRACE, "checked only at the end of the grace"
     transport.dataBuffer, transport.offset = b"the next response", 0  # not read yet
-    await asyncio.sleep(GRACE * 2)  # past the grace
+    await asyncio.sleep(GRACE * 2)  # past the grace: time passing, nothing waited for
 
     assert not transport.aborted.is_set()
     assert transport.dataBuffer == b"the next response"
